@@ -50,7 +50,13 @@ void oq_err_prefix(oq_error *err, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    char joined[OQ_ERROR_MSG_MAX];
-    snprintf(joined, sizeof joined, "%s%s", prefix, err->msg);
-    memcpy(err->msg, joined, sizeof joined);
+    /* Shift the message right and copy the prefix in front, truncating. */
+    size_t np = strlen(prefix), nm = strlen(err->msg);
+    if (np >= sizeof err->msg)
+        np = sizeof err->msg - 1;
+    if (np + nm >= sizeof err->msg)
+        nm = sizeof err->msg - 1 - np;
+    memmove(err->msg + np, err->msg, nm);
+    memcpy(err->msg, prefix, np);
+    err->msg[np + nm] = '\0';
 }

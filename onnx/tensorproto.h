@@ -29,10 +29,14 @@ oq_status oq_external_resolve(const Onnx__TensorProto *tp, const char *base_dir,
 /* Reads exactly len bytes at ref->offset into dst. */
 oq_status oq_external_read(const oq_external_ref *ref, void *dst, size_t len, oq_error *err);
 
-/* Checks tp's dims (non-negative, product without overflow, rank within
- * OQ_MAX_RANK) and data type; stores the element count and byte size. */
+/* Checks tp's dims (non-negative, product without overflow) and data type;
+ * stores the element count and byte size (0 for strings). */
 oq_status oq_tensor_proto_size(const Onnx__TensorProto *tp, size_t *count, size_t *nbytes,
                                oq_error *err);
+
+/* Checks that tp's data agrees with its dims: raw_data bytes, the typed
+ * field's value count, or (external) the file range, resolved in base_dir. */
+oq_status oq_tensor_proto_check(const Onnx__TensorProto *tp, const char *base_dir, oq_error *err);
 
 /* Decodes tp's data (raw_data, the typed field for its type, or external
  * data under base_dir) into a new owned tensor named after tp. The data must
@@ -45,7 +49,7 @@ oq_status oq_tensor_from_proto(const Onnx__TensorProto *tp, const char *base_dir
 oq_status oq_tensor_to_proto(const oq_tensor *t, const char *name, ProtobufCAllocator *a,
                              Onnx__TensorProto **out, oq_error *err);
 
-/* Reads a serialized TensorProto (a test_data_set_*/input_*.pb file) into a
+/* Reads a serialized TensorProto (as in test_data_set_N/input_N.pb) into a
  * tensor; max_bytes (0 = 2 GiB) bounds the file. */
 oq_status oq_tensor_load_pb(const char *path, size_t max_bytes, oq_tensor **out, oq_error *err);
 oq_status oq_tensor_parse_pb(const void *data, size_t len, oq_tensor **out, oq_error *err);

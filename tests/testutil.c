@@ -1,5 +1,4 @@
 /* testutil.c: shared test helpers. */
-#define _GNU_SOURCE
 #include "testutil.h"
 
 #include <ftw.h>
