@@ -1,0 +1,143 @@
+/* threadpool.c: persistent workers woken per parallel loop. Each loop is
+ * split into one chunk per thread; the caller runs chunk 0 itself. */
+#include "threadpool.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+struct oq_pool {
+    int threads;           /* including the caller */
+    pthread_t *workers;    /* threads - 1 */
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    unsigned long generation; /* bumped per loop so workers see new work */
+    int pending;           /* workers still running the current loop */
+    int stopping;
+    /* the current loop */
+    oq_range_fn fn;
+    void *ctx;
+    size_t n, chunk;
+};
+
+typedef struct {
+    oq_pool *pool;
+    int index; /* 1..threads-1 */
+} worker_arg;
+
+static void run_chunk(oq_pool *p, int index) {
+    size_t begin = (size_t)index * p->chunk;
+    if (begin >= p->n)
+        return;
+    size_t end = begin + p->chunk < p->n ? begin + p->chunk : p->n;
+    p->fn(p->ctx, begin, end);
+}
+
+static void *worker_main(void *arg) {
+    worker_arg *wa = arg;
+    oq_pool *p = wa->pool;
+    int index = wa->index;
+    free(wa);
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stopping && p->generation == seen)
+            pthread_cond_wait(&p->wake, &p->mu);
+        if (p->stopping)
+            break;
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        run_chunk(p, index);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0)
+            pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+oq_status oq_pool_new(int threads, oq_pool **out, oq_error *err) {
+    *out = NULL;
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)n : 1;
+    }
+    if (threads > 256)
+        threads = 256;
+    oq_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return oq_err(err, OQ_ENOMEM, "out of memory creating a thread pool");
+    p->threads = 1;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done, NULL);
+    if (threads > 1) {
+        p->workers = calloc((size_t)threads - 1, sizeof *p->workers);
+        if (!p->workers) {
+            oq_pool_free(p);
+            return oq_err(err, OQ_ENOMEM, "out of memory creating a thread pool");
+        }
+    }
+    for (int i = 1; i < threads; i++) {
+        worker_arg *wa = malloc(sizeof *wa);
+        if (wa) {
+            wa->pool = p;
+            wa->index = i;
+        }
+        if (!wa || pthread_create(&p->workers[i - 1], NULL, worker_main, wa) != 0) {
+            free(wa);
+            oq_pool_free(p);
+            return oq_err(err, OQ_ENOMEM, "cannot start worker thread %d", i);
+        }
+        p->threads++;
+    }
+    *out = p;
+    return OQ_OK;
+}
+
+void oq_pool_free(oq_pool *p) {
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->threads - 1; i++)
+        pthread_join(p->workers[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done);
+    free(p->workers);
+    free(p);
+}
+
+int oq_pool_threads(const oq_pool *p) { return p ? p->threads : 1; }
+
+void oq_parallel_for(oq_pool *p, size_t n, size_t min_chunk, oq_range_fn fn, void *ctx) {
+    if (n == 0)
+        return;
+    if (min_chunk == 0)
+        min_chunk = 1;
+    size_t threads = p ? (size_t)p->threads : 1;
+    size_t max_by_size = (n + min_chunk - 1) / min_chunk;
+    if (threads > max_by_size)
+        threads = max_by_size;
+    if (threads <= 1) {
+        fn(ctx, 0, n);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n = n;
+    p->chunk = (n + threads - 1) / threads;
+    p->pending = p->threads - 1; /* every worker wakes; extra ones find no chunk */
+    p->generation++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    run_chunk(p, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0)
+        pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
