@@ -4,5 +4,6 @@
 #define OQ_CLI_H
 
 int oq_cmd_inspect(int argc, char **argv);
+int oq_cmd_run(int argc, char **argv);
 
 #endif

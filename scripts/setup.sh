@@ -27,6 +27,18 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# ONNX Runtime (CPU) from npm: the reference runtime tests and benchmarks
+# check our output models with. --ignore-scripts skips its install script's
+# download; the package already ships the CPU library.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [ ! -d tools/ort/node_modules/onnxruntime-node ]; then
+  (cd tools/ort && npm install --ignore-scripts --no-audit --no-fund --loglevel=error)
+fi
+
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$jobs"

@@ -1,0 +1,190 @@
+/* cmd_run.c: `onnxq run MODEL INPUT... [-o DIR] [--time N] [--threads N]`:
+ * runs a model on tensor files and writes each output as DIR/<name>.npy. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli.h"
+#include "exec.h"
+#include "model.h"
+#include "tensorfile.h"
+
+static void run_usage(FILE *f) {
+    fprintf(f,
+            "usage: onnxq run MODEL INPUT... [-o DIR] [--time N] [--threads N]\n"
+            "\n"
+            "Runs MODEL on the tensors in the INPUT files (.npy, .npz or TensorProto .pb).\n"
+            "Tensors whose names match model inputs feed those inputs; the rest feed the\n"
+            "remaining inputs in order.\n"
+            "\n"
+            "  -o, --output DIR   write each output to DIR/<output name>.npy\n"
+            "  --time N           run N times and print the median and minimum latency\n"
+            "  --threads N        worker threads (default: one per core)\n"
+            "  -h, --help         this help\n");
+}
+
+static int fail(const char *what, const oq_error *err) {
+    fprintf(stderr, "onnxq: %s: %s\n", what, err->msg);
+    return 1;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Output names may hold '/', ':' and the like: keep a file-name-safe form. */
+static void safe_name(const char *name, char *out, size_t len) {
+    size_t i = 0;
+    for (; name[i] && i + 1 < len; i++) {
+        char c = name[i];
+        out[i] = (c == '/' || c == '\\' || c == ':' || c == ' ' || (i == 0 && c == '.')) ? '_' : c;
+    }
+    out[i] = '\0';
+    if (i == 0)
+        snprintf(out, len, "output");
+}
+
+int oq_cmd_run(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"output", required_argument, NULL, 'o'}, {"time", required_argument, NULL, 't'},
+        {"threads", required_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    const char *out_dir = NULL;
+    int time_runs = 0, threads = 0;
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1;) {
+        switch (c) {
+        case 'o': out_dir = optarg; break;
+        case 't': time_runs = atoi(optarg); break;
+        case 'j': threads = atoi(optarg); break;
+        case 'h': run_usage(stdout); return 0;
+        default: run_usage(stderr); return 2;
+        }
+    }
+    if (optind >= argc || time_runs < 0 || threads < 0) {
+        run_usage(stderr);
+        return 2;
+    }
+    const char *model_path = argv[optind++];
+    oq_error err = {0};
+    oq_model *m = NULL;
+    oq_plan *plan = NULL;
+    oq_tensor_list files[64];
+    int n_files = 0, status = 1;
+    oq_tensor **outputs = NULL;
+    const oq_tensor **feeds = NULL;
+    double *times = NULL;
+
+    if (oq_model_load_file(model_path, NULL, &m, &err) != OQ_OK)
+        return fail(model_path, &err);
+    oq_plan_opts po = oq_plan_opts_default();
+    po.threads = threads;
+    if (oq_plan_new(m, &po, &plan, &err) != OQ_OK) {
+        fail(model_path, &err);
+        goto done;
+    }
+    int n_in = oq_plan_input_count(plan), n_out = oq_plan_output_count(plan);
+    feeds = calloc((size_t)n_in + 1, sizeof *feeds);
+    outputs = calloc((size_t)n_out + 1, sizeof *outputs);
+    if (!feeds || !outputs) {
+        fprintf(stderr, "onnxq: out of memory\n");
+        goto done;
+    }
+    /* Gather tensors: by name first, then by position. */
+    for (; optind < argc; optind++) {
+        if (n_files == 64) {
+            fprintf(stderr, "onnxq: at most 64 input files\n");
+            goto done;
+        }
+        memset(&files[n_files], 0, sizeof files[n_files]);
+        if (oq_tensorfile_load(argv[optind], NULL, &files[n_files], &err) != OQ_OK) {
+            fail(argv[optind], &err);
+            goto done;
+        }
+        n_files++;
+    }
+    int next_free = 0;
+    for (int f = 0; f < n_files; f++)
+        for (size_t k = 0; k < files[f].count; k++) {
+            const oq_tensor *t = files[f].items[k];
+            int slot = -1;
+            for (int i = 0; i < n_in && slot < 0; i++)
+                if (t->name && strcmp(t->name, oq_plan_input_name(plan, i)) == 0 && !feeds[i])
+                    slot = i;
+            while (slot < 0 && next_free < n_in && feeds[next_free])
+                next_free++;
+            if (slot < 0 && next_free < n_in)
+                slot = next_free;
+            if (slot < 0) {
+                fprintf(stderr, "onnxq: more input tensors than the model's %d inputs\n", n_in);
+                goto done;
+            }
+            feeds[slot] = t;
+        }
+    for (int i = 0; i < n_in; i++)
+        if (!feeds[i]) {
+            fprintf(stderr, "onnxq: no tensor given for input '%s'\n", oq_plan_input_name(plan, i));
+            goto done;
+        }
+
+    int runs = time_runs > 0 ? time_runs : 1;
+    times = calloc((size_t)runs, sizeof *times);
+    if (!times)
+        goto done;
+    for (int r = 0; r < runs; r++) {
+        for (int o = 0; o < n_out; o++) {
+            oq_tensor_free(outputs[o]);
+            outputs[o] = NULL;
+        }
+        double t0 = now_ms();
+        if (oq_plan_run(plan, feeds, n_in, outputs, NULL, NULL, &err) != OQ_OK) {
+            fail(model_path, &err);
+            goto done;
+        }
+        times[r] = now_ms() - t0;
+    }
+    if (time_runs > 0) {
+        qsort(times, (size_t)runs, sizeof *times, cmp_double);
+        printf("latency over %d runs: median %.3f ms, min %.3f ms\n", runs, times[runs / 2], times[0]);
+    }
+    for (int o = 0; o < n_out; o++) {
+        char desc[256];
+        printf("%s: %s\n", oq_plan_output_name(plan, o), oq_tensor_describe(outputs[o], desc, sizeof desc));
+        if (!out_dir)
+            continue;
+        if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+            fprintf(stderr, "onnxq: %s: %s\n", out_dir, strerror(errno));
+            goto done;
+        }
+        char name[256], path[4096];
+        safe_name(oq_plan_output_name(plan, o), name, sizeof name);
+        snprintf(path, sizeof path, "%s/%s.npy", out_dir, name);
+        if (oq_npy_save(path, outputs[o], &err) != OQ_OK) {
+            fail(path, &err);
+            goto done;
+        }
+    }
+    status = 0;
+done:
+    if (outputs)
+        for (int o = 0; plan && o < oq_plan_output_count(plan); o++)
+            oq_tensor_free(outputs[o]);
+    free(outputs);
+    free(feeds);
+    free(times);
+    for (int f = 0; f < n_files; f++)
+        oq_tensor_list_free(&files[f]);
+    oq_plan_free(plan);
+    oq_model_free(m);
+    return status;
+}
