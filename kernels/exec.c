@@ -29,6 +29,7 @@ typedef struct {
     int last_use;     /* last step reading it; INT_MAX when it is a graph output */
     size_t buf_cap;   /* capacity of the pooled buffer behind t.data */
     int outer_value;  /* OUTER: value index in the parent plan */
+    int folded_from;  /* CONST computed at plan time: the producing node, else -1 */
 } slot;
 
 typedef struct oq_plan oq_plan;
@@ -139,6 +140,18 @@ static void pool_give(oq_plan *p, void *buf, size_t cap) {
 
 size_t oq_plan_pool_bytes(const oq_plan *p) { return p->pool_bytes; }
 
+oq_status oq_plan_each_folded(const oq_plan *p, oq_folded_fn fn, void *ctx, oq_error *err) {
+    for (int v = 0; v < p->n_slots; v++) {
+        const slot *s = &p->slots[v];
+        if (s->kind != SLOT_CONST || s->folded_from < 0)
+            continue;
+        oq_status st = fn(ctx, oq_graph_value(p->view, v)->name, s->folded_from, &s->t, err);
+        if (st != OQ_OK)
+            return st;
+    }
+    return OQ_OK;
+}
+
 /* ---- plan ---------------------------------------------------------------- */
 
 static void step_release(step *s) {
@@ -233,6 +246,7 @@ static oq_status plan_build(oq_plan *p, oq_error *err) {
         const oq_value *val = oq_graph_value(g, v);
         slot *s = &p->slots[v];
         s->last_use = -1;
+        s->folded_from = -1;
         if (val->kind == OQ_VALUE_OUTER) {
             s->kind = SLOT_OUTER;
             s->outer_value = val->outer_value;
@@ -389,6 +403,7 @@ static oq_status plan_build(oq_plan *p, oq_error *err) {
                 p->slots[v].t.data = data;
                 p->slots[v].t.owns_data = true;
                 p->slots[v].kind = SLOT_CONST;
+                p->slots[v].folded_from = s->node;
             }
             step_release(s);
             memset(s, 0, sizeof *s);
@@ -451,6 +466,16 @@ const char *oq_plan_input_name(const oq_plan *p, int i) {
 
 int oq_plan_input_dtype(const oq_plan *p, int i) {
     return i >= 0 && i < p->n_inputs ? oq_value_elem_type(oq_graph_value(p->view, p->inputs[i])) : 0;
+}
+
+int64_t oq_plan_input_batch(const oq_plan *p, int i) {
+    if (i < 0 || i >= p->n_inputs)
+        return -1;
+    const oq_value *v = oq_graph_value(p->view, p->inputs[i]);
+    if (oq_value_rank(v) < 1)
+        return -1;
+    oq_dim d = oq_value_dim(v, 0);
+    return d.kind == OQ_DIM_VALUE && d.value > 0 ? d.value : -1;
 }
 
 const char *oq_plan_output_name(const oq_plan *p, int i) {

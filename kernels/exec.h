@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "model.h"
 #include "status.h"
@@ -41,6 +42,9 @@ int oq_plan_input_count(const oq_plan *p);
 const char *oq_plan_input_name(const oq_plan *p, int i);
 /* Declared element type of input i (0 when unknown). */
 int oq_plan_input_dtype(const oq_plan *p, int i);
+/* The declared first dimension of input i when it is a fixed number (the
+ * model's batch is fixed), else -1. */
+int64_t oq_plan_input_batch(const oq_plan *p, int i);
 int oq_plan_output_count(const oq_plan *p);
 const char *oq_plan_output_name(const oq_plan *p, int i);
 
@@ -50,6 +54,13 @@ const char *oq_plan_output_name(const oq_plan *p, int i);
 oq_status oq_plan_run(oq_plan *p, const oq_tensor *const *inputs, int n_inputs,
                       oq_tensor **outputs, oq_observer_fn observer, void *observer_ctx,
                       oq_error *err);
+
+/* Values the plan computed once while folding constants (outputs of nodes
+ * whose inputs are all constant), with the index of the node in the main
+ * graph that produced them; for rewriting such nodes into initializers. */
+typedef oq_status (*oq_folded_fn)(void *ctx, const char *name, int node, const oq_tensor *t,
+                                  oq_error *err);
+oq_status oq_plan_each_folded(const oq_plan *p, oq_folded_fn fn, void *ctx, oq_error *err);
 
 /* Bytes currently held by the plan's buffer pool (for memory tests). */
 size_t oq_plan_pool_bytes(const oq_plan *p);

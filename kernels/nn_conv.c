@@ -1,0 +1,781 @@
+/* nn_conv.c: Conv and ConvTranspose (ONNX Conv-1/11/22, ConvTranspose-1/11/22)
+ * in float. Conv: im2col per group into a bounded scratch tile + cblas_sgemm,
+ * a direct GEMM for 1x1 stride-1 unpadded kernels, and a direct kernel for
+ * 2-D depthwise convs; ConvTranspose: cblas_sgemm into columns + col2im. */
+#include <cblas.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checked.h"
+#include "nn.h"
+
+/* Column tiles hold at most this many floats (about 2 MB), so the buffer
+ * im2col writes is still in cache when sgemm reads it. */
+#define CONV_COL_BUDGET ((size_t)1 << 19)
+/* Pointwise convs on fewer output positions than this are batched over
+ * images through im2col (a copy) rather than one small GEMM per image. */
+#define CONV_SMALL_IMAGE 256
+
+typedef struct {
+    oq_nn_window w;
+    int64_t group;
+    /* ConvTranspose only */
+    size_t n_out_pad, n_out_shape;
+    int64_t out_pad[OQ_NN_MAX_SP];
+    int64_t out_shape[OQ_MAX_RANK];
+} conv_state;
+
+/* Everything a run needs, resolved from the state and the input shapes. */
+typedef struct {
+    oq_nn_geom g;      /* for ConvTranspose g.in is X's and g.out Y's spatial size */
+    int64_t N, C, M, group, Cg, Mg;
+    size_t Pin, Pout;  /* spatial element counts of X and Y */
+    size_t Kprod;      /* kernel elements */
+} conv_plan;
+
+static oq_status conv_prepare_common(oq_node_ctx *ctx, bool transpose, oq_error *err) {
+    conv_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return oq_err(err, OQ_ENOMEM, "%s: out of memory", ctx->label);
+    ctx->state = st;
+    oq_status s = oq_nn_window_parse(ctx, &st->w, err);
+    if (s != OQ_OK)
+        return s;
+    if ((s = OQ_ATTR_INT(ctx, "group", 1, &st->group, err)) != OQ_OK)
+        return s;
+    if (st->group < 1)
+        return oq_err(err, OQ_EINVAL, "%s: group %lld must be >= 1", ctx->label,
+                      (long long)st->group);
+    if (!transpose)
+        return OQ_OK;
+    const int64_t *v;
+    size_t n;
+    if ((s = oq_node_attr_ints(ctx->node, "output_padding", &v, &n, err)) != OQ_OK)
+        return s;
+    if (n > OQ_NN_MAX_SP)
+        return oq_err(err, OQ_EINVAL, "%s: output_padding has %zu values", ctx->label, n);
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < 0)
+            return oq_err(err, OQ_EINVAL, "%s: output_padding[%zu] is negative", ctx->label, i);
+        st->out_pad[i] = v[i];
+    }
+    st->n_out_pad = n;
+    if ((s = oq_node_attr_ints(ctx->node, "output_shape", &v, &n, err)) != OQ_OK)
+        return s;
+    if (n > OQ_MAX_RANK)
+        return oq_err(err, OQ_EINVAL, "%s: output_shape has %zu values", ctx->label, n);
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < 0)
+            return oq_err(err, OQ_EINVAL, "%s: output_shape[%zu] is negative", ctx->label, i);
+        st->out_shape[i] = v[i];
+    }
+    st->n_out_shape = n;
+    return OQ_OK;
+}
+
+oq_status oq_nn_conv_prepare(oq_node_ctx *ctx, oq_error *err) {
+    return conv_prepare_common(ctx, false, err);
+}
+
+oq_status oq_nn_convtranspose_prepare(oq_node_ctx *ctx, oq_error *err) {
+    return conv_prepare_common(ctx, true, err);
+}
+
+/* Checks X, W, B and resolves the plan (shared by infer and run). */
+static oq_status conv_resolve(const oq_node_ctx *ctx, const oq_tensor *const *in, bool transpose,
+                              conv_plan *p, oq_error *err) {
+    const conv_state *st = ctx->state;
+    const oq_tensor *x = ctx->n_inputs > 0 ? in[0] : NULL;
+    const oq_tensor *w = ctx->n_inputs > 1 ? in[1] : NULL;
+    const oq_tensor *b = ctx->n_inputs > 2 ? in[2] : NULL;
+    if (!st)
+        return oq_err(err, OQ_EINTERNAL, "%s: not prepared", ctx->label);
+    if (!x || !w)
+        return oq_err(err, OQ_EMODEL, "%s: X and W are required", ctx->label);
+    if (x->dtype != OQ_DTYPE_FLOAT || w->dtype != OQ_DTYPE_FLOAT || (b && b->dtype != OQ_DTYPE_FLOAT))
+        return oq_err(err, OQ_EUNSUPPORTED, "%s: only float inputs are supported (X is %s, W %s)",
+                      ctx->label, oq_dtype_name(x->dtype), oq_dtype_name(w->dtype));
+    if (x->rank < 3 || w->rank != x->rank)
+        return oq_err(err, OQ_EINVAL, "%s: X rank %d and W rank %d (need equal ranks >= 3)",
+                      ctx->label, x->rank, w->rank);
+    int nsp = x->rank - 2;
+    int64_t group = st->group;
+    p->N = x->dims[0];
+    p->C = x->dims[1];
+    p->group = group;
+    if (p->C % group != 0)
+        return oq_err(err, OQ_EINVAL, "%s: %lld input channels not divisible by group %lld",
+                      ctx->label, (long long)p->C, (long long)group);
+    p->Cg = p->C / group;
+    if (!transpose) {
+        p->M = w->dims[0];
+        if (w->dims[1] != p->Cg || p->M % group != 0)
+            return oq_err(err, OQ_EINVAL,
+                          "%s: W is [%lld, %lld, ...] but X has %lld channels in %lld groups",
+                          ctx->label, (long long)w->dims[0], (long long)w->dims[1],
+                          (long long)p->C, (long long)group);
+        p->Mg = p->M / group;
+    } else {
+        if (w->dims[0] != p->C)
+            return oq_err(err, OQ_EINVAL, "%s: W has %lld input channels, X %lld", ctx->label,
+                          (long long)w->dims[0], (long long)p->C);
+        p->Mg = w->dims[1];
+        if (!oq_mul_i64(p->Mg, group, &p->M))
+            return oq_err(err, OQ_EINVAL, "%s: output channels overflow", ctx->label);
+    }
+    const int64_t *k = w->dims + 2;
+    if (st->w.n_kernel) {
+        if (st->w.n_kernel != (size_t)nsp)
+            return oq_err(err, OQ_EINVAL, "%s: kernel_shape has %zu values for %d spatial axes",
+                          ctx->label, st->w.n_kernel, nsp);
+        for (int i = 0; i < nsp; i++)
+            if (st->w.kernel[i] != k[i])
+                return oq_err(err, OQ_EINVAL, "%s: kernel_shape[%d] = %lld but W has %lld",
+                              ctx->label, i, (long long)st->w.kernel[i], (long long)k[i]);
+    }
+    if (b && (b->rank != 1 || b->dims[0] != p->M))
+        return oq_err(err, OQ_EINVAL, "%s: B must be 1-D with %lld values", ctx->label,
+                      (long long)p->M);
+    oq_status s;
+    if (!transpose) {
+        if ((s = oq_nn_window_geom(ctx, &st->w, nsp, x->dims + 2, k, false, &p->g, err)) != OQ_OK)
+            return s;
+    } else {
+        /* ConvTranspose: output = stride*(in-1) + output_padding + dilated kernel
+         * - pads; output_shape (spec: pads are then ignored) or SAME auto_pad
+         * (output = in*stride) fix the output and the pads follow from it. */
+        const conv_state *cs = st;
+        const oq_nn_window *wa = &cs->w;
+        if ((wa->n_strides && wa->n_strides != (size_t)nsp) ||
+            (wa->n_dilations && wa->n_dilations != (size_t)nsp) ||
+            (wa->n_pads && wa->n_pads != 2 * (size_t)nsp) ||
+            (cs->n_out_pad && cs->n_out_pad != (size_t)nsp))
+            return oq_err(err, OQ_EINVAL,
+                          "%s: strides/dilations/pads/output_padding lengths do not match %d "
+                          "spatial axes",
+                          ctx->label, nsp);
+        const int64_t *oshape = NULL;
+        if (cs->n_out_shape == (size_t)nsp)
+            oshape = cs->out_shape;
+        else if (cs->n_out_shape == (size_t)nsp + 2)
+            oshape = cs->out_shape + 2;
+        else if (cs->n_out_shape)
+            return oq_err(err, OQ_EINVAL, "%s: output_shape has %zu values for %d spatial axes",
+                          ctx->label, cs->n_out_shape, nsp);
+        p->g.nsp = nsp;
+        for (int i = 0; i < nsp; i++) {
+            int64_t s_ = wa->n_strides ? wa->strides[i] : 1;
+            int64_t d = wa->n_dilations ? wa->dilations[i] : 1;
+            int64_t op = cs->n_out_pad ? cs->out_pad[i] : 0;
+            int64_t inn = x->dims[2 + i], full, dk;
+            if (k[i] < 1)
+                return oq_err(err, OQ_EINVAL, "%s: kernel dim %d is %lld", ctx->label, i,
+                              (long long)k[i]);
+            /* full = stride*(in-1) + output_padding + (k-1)*dilation + 1 */
+            if (!oq_mul_i64(k[i] - 1, d, &dk) || !oq_mul_i64(inn > 0 ? inn - 1 : 0, s_, &full) ||
+                !oq_add_i64(full, dk, &full) || !oq_add_i64(full, 1, &full) ||
+                !oq_add_i64(full, op, &full))
+                return oq_err(err, OQ_EINVAL, "%s: output size overflows on axis %d", ctx->label,
+                              i);
+            int64_t out, pb, pe;
+            if (oshape || wa->auto_pad == OQ_NN_SAME_UPPER || wa->auto_pad == OQ_NN_SAME_LOWER) {
+                if (oshape)
+                    out = oshape[i];
+                else if (!oq_mul_i64(inn, s_, &out))
+                    return oq_err(err, OQ_EINVAL, "%s: output size overflows", ctx->label);
+                int64_t total = full - out;
+                if (total < 0)
+                    total = 0; /* the output extends past the last window: bias only */
+                if (wa->auto_pad == OQ_NN_SAME_UPPER) {
+                    pb = total / 2;
+                    pe = total - pb;
+                } else {
+                    pe = total / 2;
+                    pb = total - pe;
+                }
+            } else {
+                pb = pe = 0;
+                if (wa->auto_pad == OQ_NN_NOTSET && wa->n_pads) {
+                    pb = wa->pads[i];
+                    pe = wa->pads[i + nsp];
+                }
+                out = full - pb - pe;
+                if (out < 0)
+                    return oq_err(err, OQ_EINVAL, "%s: pads exceed the output on axis %d",
+                                  ctx->label, i);
+            }
+            p->g.in[i] = inn;
+            p->g.out[i] = out;
+            p->g.k[i] = k[i];
+            p->g.s[i] = s_;
+            p->g.d[i] = d;
+            p->g.pb[i] = pb;
+            p->g.pe[i] = pe;
+        }
+    }
+    p->Pin = oq_nn_count(x->dims + 2, nsp);
+    p->Kprod = oq_nn_count(k, nsp);
+    /* The output is not allocated yet at infer: check its count here. */
+    size_t pout = 1;
+    for (int i = 0; i < nsp; i++)
+        if (!oq_mul_size(pout, (size_t)p->g.out[i], &pout))
+            return oq_err(err, OQ_ELIMIT, "%s: output too large", ctx->label);
+    p->Pout = pout;
+    /* cblas takes int sizes */
+    size_t kk1, kk2;
+    if (p->Pin > INT_MAX || p->Pout > INT_MAX || p->M > INT_MAX ||
+        !oq_mul_size((size_t)p->Cg, p->Kprod, &kk1) || kk1 > INT_MAX ||
+        !oq_mul_size((size_t)p->Mg, p->Kprod, &kk2) || kk2 > INT_MAX)
+        return oq_err(err, OQ_ELIMIT, "%s: dimensions exceed the BLAS int range", ctx->label);
+    return OQ_OK;
+}
+
+static oq_status conv_infer_common(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor *out,
+                                   bool transpose, oq_error *err) {
+    conv_plan p;
+    oq_status s = conv_resolve(ctx, in, transpose, &p, err);
+    if (s != OQ_OK)
+        return s;
+    int64_t dims[OQ_MAX_RANK];
+    dims[0] = p.N;
+    dims[1] = p.M;
+    for (int i = 0; i < p.g.nsp; i++)
+        dims[2 + i] = p.g.out[i];
+    return oq_out_shape(&out[0], OQ_DTYPE_FLOAT, p.g.nsp + 2, dims, err);
+}
+
+oq_status oq_nn_conv_infer(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor *out,
+                           oq_error *err) {
+    return conv_infer_common(ctx, in, out, false, err);
+}
+
+oq_status oq_nn_convtranspose_infer(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor *out,
+                                    oq_error *err) {
+    return conv_infer_common(ctx, in, out, true, err);
+}
+
+/* ---- im2col ---------------------------------------------------------------- */
+
+typedef struct {
+    const conv_plan *p;
+    const float *x;   /* one image, one group: [Cg, Pin] */
+    float *col;       /* row r of the tile starts at col + r*ld */
+    size_t ld;
+    size_t p0, ncols; /* output positions [p0, p0+ncols) of this image */
+} im2col_job;
+
+/* Splits a flat index into coordinates over dims (last fastest). */
+static void unflatten(size_t idx, const int64_t *dims, int n, int64_t *coord) {
+    for (int i = n - 1; i >= 0; i--) {
+        coord[i] = (int64_t)(idx % (size_t)dims[i]);
+        idx /= (size_t)dims[i];
+    }
+}
+
+/* Valid j in [0, run) with 0 <= base + j*s < lim: [*lo, *hi). */
+static void valid_span(int64_t base, int64_t s, int64_t lim, int64_t run, int64_t *lo, int64_t *hi) {
+    int64_t l = base >= 0 ? 0 : (-base + s - 1) / s;
+    int64_t h = base < lim ? (lim - 1 - base) / s + 1 : 0;
+    if (l > run)
+        l = run;
+    if (h > run)
+        h = run;
+    if (h < l)
+        h = l;
+    *lo = l;
+    *hi = h;
+}
+
+/* 2-D im2col: the valid output columns of a row depend only on kw, so
+ * they are computed once per row; each output row is zeros, a strided copy
+ * of one input row, zeros. */
+OQ_NN_HOT static void im2col2d_rows(void *arg, size_t r0, size_t r1) {
+    const im2col_job *j = arg;
+    const conv_plan *p = j->p;
+    const oq_nn_geom *g = &p->g;
+    int64_t IH = g->in[0], IW = g->in[1], OW = g->out[1], KH = g->k[0], KW = g->k[1];
+    int64_t sh = g->s[0], sw = g->s[1];
+    for (size_t r = r0; r < r1; r++) {
+        int64_t c = (int64_t)r / (KH * KW), kh = ((int64_t)r / KW) % KH, kw = (int64_t)r % KW;
+        int64_t off = kw * g->d[1] - g->pb[1], lo, hi;
+        valid_span(off, sw, IW, OW, &lo, &hi);
+        const float *xc = j->x + (size_t)c * p->Pin;
+        float *restrict dst = j->col + r * j->ld;
+        int64_t pos = (int64_t)j->p0, end = pos + (int64_t)j->ncols;
+        int64_t oh = pos / OW, ow0 = pos % OW;
+        while (pos < end) {
+            int64_t ow1 = OW < ow0 + (end - pos) ? OW : ow0 + (end - pos);
+            int64_t ih = oh * sh - g->pb[0] + kh * g->d[0];
+            int64_t a = lo > ow0 ? (lo < ow1 ? lo : ow1) : ow0;
+            int64_t b = hi < ow1 ? (hi > a ? hi : a) : ow1;
+            if (ih < 0 || ih >= IH) {
+                a = b = ow1;
+            } else {
+                const float *restrict src = xc + ih * IW;
+                if (sw == 1) {
+                    for (int64_t ow = a; ow < b; ow++)
+                        dst[ow - ow0] = src[ow + off];
+                } else {
+                    for (int64_t ow = a; ow < b; ow++)
+                        dst[ow - ow0] = src[ow * sw + off];
+                }
+            }
+            for (int64_t ow = ow0; ow < a; ow++)
+                dst[ow - ow0] = 0.0f;
+            for (int64_t ow = b; ow < ow1; ow++)
+                dst[ow - ow0] = 0.0f;
+            dst += ow1 - ow0;
+            pos += ow1 - ow0;
+            oh++;
+            ow0 = 0;
+        }
+    }
+}
+
+OQ_NN_HOT static void im2col_rows(void *arg, size_t r0, size_t r1) {
+    const im2col_job *j = arg;
+    const conv_plan *p = j->p;
+    const oq_nn_geom *g = &p->g;
+    int last = g->nsp - 1;
+    for (size_t r = r0; r < r1; r++) {
+        size_t c = r / p->Kprod;
+        int64_t kc[OQ_NN_MAX_SP], oc[OQ_NN_MAX_SP];
+        unflatten(r % p->Kprod, g->k, g->nsp, kc);
+        unflatten(j->p0, g->out, g->nsp, oc);
+        const float *xc = j->x + c * p->Pin;
+        float *dst = j->col + r * j->ld;
+        size_t left = j->ncols;
+        while (left > 0) {
+            int64_t run = g->out[last] - oc[last];
+            if ((size_t)run > left)
+                run = (int64_t)left;
+            size_t off = 0;
+            bool ok = true;
+            for (int i = 0; i < last; i++) {
+                int64_t ii = oc[i] * g->s[i] - g->pb[i] + kc[i] * g->d[i];
+                if (ii < 0 || ii >= g->in[i]) {
+                    ok = false;
+                    break;
+                }
+                off = off * (size_t)g->in[i] + (size_t)ii;
+            }
+            if (!ok) {
+                memset(dst, 0, (size_t)run * sizeof *dst);
+            } else {
+                const float *xr = xc + off * (size_t)g->in[last];
+                int64_t s = g->s[last];
+                int64_t base = oc[last] * s - g->pb[last] + kc[last] * g->d[last];
+                int64_t lo, hi;
+                valid_span(base, s, g->in[last], run, &lo, &hi);
+                if (lo > 0)
+                    memset(dst, 0, (size_t)lo * sizeof *dst);
+                if (s == 1) {
+                    if (hi > lo)
+                        memcpy(dst + lo, xr + (base + lo), (size_t)(hi - lo) * sizeof *dst);
+                } else {
+                    for (int64_t q = lo; q < hi; q++)
+                        dst[q] = xr[base + q * s];
+                }
+                if (hi < run)
+                    memset(dst + hi, 0, (size_t)(run - hi) * sizeof *dst);
+            }
+            dst += run;
+            left -= (size_t)run;
+            oc[last] += run;
+            for (int i = last; i > 0 && oc[i] == g->out[i]; i--) {
+                oc[i] = 0;
+                oc[i - 1]++;
+            }
+        }
+    }
+}
+
+/* ---- bias ------------------------------------------------------------------- */
+
+typedef struct {
+    float *y;
+    const float *b;
+    size_t P, M;
+} bias_job;
+
+/* Fills rows of P values with the bias of their channel (0 without one). */
+OQ_NN_HOT static void bias_rows(void *arg, size_t r0, size_t r1) {
+    const bias_job *j = arg;
+    for (size_t r = r0; r < r1; r++) {
+        float bv = j->b ? j->b[r % j->M] : 0.0f;
+        float *restrict y = j->y + r * j->P;
+        for (size_t i = 0; i < j->P; i++)
+            y[i] = bv;
+    }
+}
+
+/* ---- depthwise (2-D, one input channel per group) ------------------------- */
+
+typedef struct {
+    const conv_plan *p;
+    const float *x, *w, *b;
+    float *y;
+} dw_job;
+
+/* acc[ow] += sum_kw wr[kw] * xr[ow*SW + off0 + kw*dil] over [lo, hi), every
+ * tap known to be inside the row. KW and SW constant where it matters. */
+#define DW_ROW(KW, SW)                                                         \
+    for (int64_t ow = lo; ow < hi; ow++) {                                     \
+        const float *xp = xr + (ow * (SW) + off0);                               \
+        float acc = yr[ow];                                                    \
+        for (int64_t q = 0; q < (KW); q++)                                     \
+            acc += wr[q] * xp[q * dil];                                        \
+        yr[ow] = acc;                                                          \
+    }
+
+static inline void dw_interior(float *restrict yr, const float *restrict xr, const float *restrict wr,
+                        int64_t kw, int64_t sw, int64_t dil, int64_t off0, int64_t lo, int64_t hi) {
+    if (kw == 3 && sw == 1) {
+        DW_ROW(3, 1)
+    } else if (kw == 3 && sw == 2) {
+        DW_ROW(3, 2)
+    } else if (kw == 5 && sw == 1) {
+        DW_ROW(5, 1)
+    } else if (kw == 5 && sw == 2) {
+        DW_ROW(5, 2)
+    } else if (kw == 7 && sw == 1) {
+        DW_ROW(7, 1)
+    } else {
+        DW_ROW(kw, sw)
+    }
+}
+
+/* y[ow] = bias + all KH x KW taps, for rows whose taps are all inside the
+ * image and columns [lo, hi) likewise: one pass, one store per output.
+ * (Blocking the columns by 16 with an overlapping last block measured
+ * slower than letting the compiler vectorise this loop.) */
+#define DW_FUSED(KH_, KW_, SW)                                                     \
+    for (int64_t ow = lo; ow < hi; ow++) {                                         \
+        const float *xp = x0 + (ow * (SW) + off0);                                 \
+        float acc = bias;                                                          \
+        for (int64_t a = 0; a < (KH_); a++)                                        \
+            for (int64_t b = 0; b < (KW_); b++)                                    \
+                acc += w[a * (KW_) + b] * xp[a * rstride + b * dil];               \
+        yr[ow] = acc;                                                              \
+    }
+
+/* Returns false for kernel shapes without a fused loop. */
+static inline bool dw_fused(float *restrict yr, const float *restrict x0, int64_t rstride,
+                            const float *restrict w, float bias, int64_t kh, int64_t kw,
+                            int64_t sw, int64_t dil, int64_t off0, int64_t lo, int64_t hi) {
+    if (kh == 3 && kw == 3 && sw == 1) {
+        DW_FUSED(3, 3, 1)
+    } else if (kh == 3 && kw == 3 && sw == 2) {
+        DW_FUSED(3, 3, 2)
+    } else if (kh == 5 && kw == 5 && sw == 1) {
+        DW_FUSED(5, 5, 1)
+    } else if (kh == 5 && kw == 5 && sw == 2) {
+        DW_FUSED(5, 5, 2)
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static inline void dw_border(float *yr, const float *xr, const float *wr, int64_t kw, int64_t sw,
+                      int64_t dil, int64_t pl, int64_t iw_n, int64_t from, int64_t to) {
+    for (int64_t ow = from; ow < to; ow++) {
+        float acc = 0.0f;
+        for (int64_t q = 0; q < kw; q++) {
+            int64_t iw = ow * sw - pl + q * dil;
+            if (iw >= 0 && iw < iw_n)
+                acc += wr[q] * xr[iw];
+        }
+        yr[ow] += acc;
+    }
+}
+
+OQ_NN_HOT static void dw_planes(void *arg, size_t q0, size_t q1) {
+    const dw_job *j = arg;
+    const conv_plan *p = j->p;
+    const oq_nn_geom *g = &p->g;
+    int64_t IH = g->in[0], IW = g->in[1], OH = g->out[0], OW = g->out[1];
+    int64_t KH = g->k[0], KW = g->k[1], sh = g->s[0], sw = g->s[1], dh = g->d[0], dw = g->d[1];
+    int64_t pt = g->pb[0], pl = g->pb[1];
+    /* Output columns where every kw tap is inside the row. */
+    int64_t lo_all = 0, hi_all = OW;
+    for (int64_t q = 0; q < KW; q++) {
+        int64_t lo, hi;
+        valid_span(q * dw - pl, sw, IW, OW, &lo, &hi);
+        if (lo > lo_all)
+            lo_all = lo;
+        if (hi < hi_all)
+            hi_all = hi;
+    }
+    if (hi_all < lo_all)
+        hi_all = lo_all;
+    for (size_t q = q0; q < q1; q++) {
+        int64_t n = (int64_t)q / p->M, oc = (int64_t)q % p->M, ic = oc / p->Mg;
+        const float *x = j->x + ((size_t)(n * p->C + ic)) * (size_t)(IH * IW);
+        const float *w = j->w + (size_t)oc * (size_t)(KH * KW);
+        float *y = j->y + q * (size_t)(OH * OW);
+        float bias = j->b ? j->b[oc] : 0.0f;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            float *yr = y + oh * OW;
+            int64_t ih0 = oh * sh - pt;
+            if (ih0 >= 0 && ih0 + (KH - 1) * dh < IH && hi_all > lo_all &&
+                dw_fused(yr, x + ih0 * IW, IW * dh, w, bias, KH, KW, sw, dw, -pl, lo_all,
+                         hi_all)) {
+                /* interior done in one pass; borders with bounds checks */
+                int64_t border[2][2] = {{0, lo_all}, {hi_all, OW}};
+                for (int rg = 0; rg < 2; rg++)
+                for (int64_t ow = border[rg][0]; ow < border[rg][1]; ow++) {
+                    float acc = bias;
+                    for (int64_t kh = 0; kh < KH; kh++) {
+                        const float *xr = x + (ih0 + kh * dh) * IW;
+                        for (int64_t kq = 0; kq < KW; kq++) {
+                            int64_t iw = ow * sw - pl + kq * dw;
+                            if (iw >= 0 && iw < IW)
+                                acc += w[kh * KW + kq] * xr[iw];
+                        }
+                    }
+                    yr[ow] = acc;
+                }
+                continue;
+            }
+            for (int64_t ow = 0; ow < OW; ow++)
+                yr[ow] = bias;
+            for (int64_t kh = 0; kh < KH; kh++) {
+                int64_t ih = oh * sh - pt + kh * dh;
+                if (ih < 0 || ih >= IH)
+                    continue;
+                const float *xr = x + ih * IW;
+                const float *wr = w + kh * KW;
+                /* borders: per-tap bounds checks */
+                dw_border(yr, xr, wr, KW, sw, dw, pl, IW, 0, lo_all);
+                dw_border(yr, xr, wr, KW, sw, dw, pl, IW, hi_all, OW);
+                if (hi_all > lo_all)
+                    dw_interior(yr, xr, wr, KW, sw, dw, -pl, lo_all, hi_all);
+            }
+        }
+    }
+}
+
+static size_t tile_cols(size_t rows, size_t total) {
+    size_t cols = CONV_COL_BUDGET / (rows ? rows : 1);
+    if (cols < 64)
+        cols = 64;
+    return cols < total ? cols : total;
+}
+
+/* im2col + sgemm over column tiles. Large images are tiled within the image
+ * and the GEMM writes straight into Y; small images (fewer positions than a
+ * tile) are batched, several per GEMM, through a scratch output so the BLAS
+ * calls stay large. */
+static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const float *x,
+                                  const float *w, const float *bias, float *y, oq_error *err) {
+    size_t K = (size_t)p->Cg * p->Kprod, P = p->Pout;
+    size_t ncols = tile_cols(K, P * (size_t)p->N);
+    size_t per = P >= ncols ? 1 : ncols / P; /* images per tile when batching */
+    bool batch = P < ncols && p->N > 1;
+    if (batch)
+        ncols = per * P;
+    else if (ncols > P)
+        ncols = P;
+    size_t n_col, n_tmp = 0;
+    float *col = NULL, *tmp = NULL;
+    if (!oq_mul_size(K, ncols, &n_col) || (batch && !oq_mul_size((size_t)p->Mg, ncols, &n_tmp)) ||
+        !(col = oq_nn_alloc_floats(n_col)) || (batch && !(tmp = oq_nn_alloc_floats(n_tmp)))) {
+        free(col);
+        return oq_err(err, OQ_ENOMEM, "%s: cannot allocate a %zu x %zu column buffer", ctx->label,
+                      K, ncols);
+    }
+    size_t min_rows = 16384 / (ncols + 1) + 1;
+    oq_range_fn fill = p->g.nsp == 2 ? im2col2d_rows : im2col_rows;
+    for (int64_t gi = 0; gi < p->group; gi++) {
+        const float *wg = w + (size_t)(gi * p->Mg) * K;
+        if (!batch) {
+            for (int64_t n = 0; n < p->N; n++) {
+                const float *xg = x + ((size_t)(n * p->C + gi * p->Cg)) * p->Pin;
+                float *yg = y + ((size_t)(n * p->M + gi * p->Mg)) * P;
+                bias_job bj = {yg, bias ? bias + gi * p->Mg : NULL, P, (size_t)p->Mg};
+                bias_rows(&bj, 0, (size_t)p->Mg); /* the GEMMs add onto it (beta = 1) */
+                for (size_t p0 = 0; p0 < P; p0 += ncols) {
+                    size_t nc = P - p0 < ncols ? P - p0 : ncols;
+                    im2col_job j = {p, xg, col, nc, p0, nc};
+                    oq_parallel_for(ctx->pool, K, min_rows, fill, &j);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p->Mg, (int)nc,
+                                (int)K, 1.0f, wg, (int)K, col, (int)nc, 1.0f, yg + p0, (int)P);
+                }
+            }
+            continue;
+        }
+        for (int64_t n0 = 0; n0 < p->N; n0 += (int64_t)per) {
+            size_t nb = (size_t)(p->N - n0) < per ? (size_t)(p->N - n0) : per, nc = nb * P;
+            for (size_t i = 0; i < nb; i++) {
+                const float *xg = x + ((size_t)((n0 + (int64_t)i) * p->C + gi * p->Cg)) * p->Pin;
+                im2col_job j = {p, xg, col + i * P, nc, 0, P};
+                oq_parallel_for(ctx->pool, K, min_rows, fill, &j);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p->Mg, (int)nc, (int)K,
+                        1.0f, wg, (int)K, col, (int)nc, 0.0f, tmp, (int)nc);
+            for (size_t i = 0; i < nb; i++)
+                for (int64_t m = 0; m < p->Mg; m++) {
+                    float *restrict yr = y + ((size_t)((n0 + (int64_t)i) * p->M + gi * p->Mg + m)) * P;
+                    const float *restrict tr = tmp + (size_t)m * nc + i * P;
+                    float bv = bias ? bias[gi * p->Mg + m] : 0.0f;
+                    for (size_t e = 0; e < P; e++)
+                        yr[e] = tr[e] + bv;
+                }
+        }
+    }
+    free(col);
+    free(tmp);
+    return OQ_OK;
+}
+
+oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor *out,
+                         oq_error *err) {
+    conv_plan p;
+    oq_status s = conv_resolve(ctx, in, false, &p, err);
+    if (s != OQ_OK)
+        return s;
+    const float *x = in[0]->data, *w = in[1]->data;
+    const float *b = ctx->n_inputs > 2 && in[2] ? in[2]->data : NULL;
+    float *y = out[0].data;
+    const oq_nn_geom *g = &p.g;
+    if (out[0].count == 0)
+        return OQ_OK;
+    size_t K = (size_t)p.Cg * p.Kprod;
+    /* Depthwise (one input channel per group, few outputs each): direct.
+     * A single-channel stem conv with many outputs is better as a GEMM. */
+    if (p.Cg == 1 && p.Mg <= 4 && g->nsp == 2) {
+        dw_job j = {&p, x, w, b, y};
+        size_t planes = (size_t)(p.N * p.M);
+        oq_parallel_for(ctx->pool, planes, 1, dw_planes, &j);
+        return OQ_OK;
+    }
+    bool pointwise = true;
+    for (int i = 0; i < g->nsp; i++)
+        if (g->k[i] != 1 || g->s[i] != 1 || g->pb[i] != 0 || g->pe[i] != 0)
+            pointwise = false;
+    bool direct = pointwise && (p.Pout >= CONV_SMALL_IMAGE || p.N == 1);
+    if (K == 0 || direct) {
+        /* The GEMMs accumulate onto Y pre-filled with the bias (beta = 1),
+         * which costs no more than the zeroing sgemm does for beta = 0. */
+        bias_job bj = {y, b, p.Pout, (size_t)p.M};
+        oq_parallel_for(ctx->pool, (size_t)(p.N * p.M), 65536 / (p.Pout + 1) + 1, bias_rows, &bj);
+    }
+    if (K > 0) {
+        if (direct) {
+            /* 1x1, stride 1, no pads: X[n, group] is already the column matrix */
+            for (int64_t n = 0; n < p.N; n++)
+                for (int64_t gi = 0; gi < p.group; gi++)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p.Mg,
+                                (int)p.Pout, (int)K, 1.0f, w + (size_t)(gi * p.Mg) * K, (int)K,
+                                x + ((size_t)(n * p.C + gi * p.Cg)) * p.Pin, (int)p.Pin, 1.0f,
+                                y + ((size_t)(n * p.M + gi * p.Mg)) * p.Pout, (int)p.Pout);
+        } else if ((s = conv_im2col_gemm(ctx, &p, x, w, b, y, err)) != OQ_OK) {
+            return s;
+        }
+    }
+    return OQ_OK;
+}
+
+/* ---- ConvTranspose ------------------------------------------------------------- */
+
+typedef struct {
+    const conv_plan *p;
+    const float *col; /* [Mg*Kprod, ncols] */
+    float *y;         /* one image, one group: [Mg, Pout] */
+    size_t p0, ncols; /* input positions [p0, p0+ncols) */
+} col2im_job;
+
+OQ_NN_HOT static void col2im_rows(void *arg, size_t m0, size_t m1) {
+    const col2im_job *j = arg;
+    const conv_plan *p = j->p;
+    const oq_nn_geom *g = &p->g;
+    int last = g->nsp - 1;
+    for (size_t m = m0; m < m1; m++) {
+        float *ym = j->y + m * p->Pout;
+        for (size_t kr = 0; kr < p->Kprod; kr++) {
+            int64_t kc[OQ_NN_MAX_SP], ic[OQ_NN_MAX_SP];
+            unflatten(kr, g->k, g->nsp, kc);
+            unflatten(j->p0, g->in, g->nsp, ic);
+            const float *src = j->col + (m * p->Kprod + kr) * j->ncols;
+            size_t left = j->ncols;
+            while (left > 0) {
+                int64_t run = g->in[last] - ic[last];
+                if ((size_t)run > left)
+                    run = (int64_t)left;
+                size_t off = 0;
+                bool ok = true;
+                for (int i = 0; i < last; i++) {
+                    int64_t o = ic[i] * g->s[i] - g->pb[i] + kc[i] * g->d[i];
+                    if (o < 0 || o >= g->out[i]) {
+                        ok = false;
+                        break;
+                    }
+                    off = off * (size_t)g->out[i] + (size_t)o;
+                }
+                if (ok) {
+                    float *yr = ym + off * (size_t)g->out[last];
+                    int64_t s = g->s[last];
+                    int64_t base = ic[last] * s - g->pb[last] + kc[last] * g->d[last];
+                    int64_t lo, hi;
+                    valid_span(base, s, g->out[last], run, &lo, &hi);
+                    for (int64_t q = lo; q < hi; q++)
+                        yr[base + q * s] += src[q];
+                }
+                src += run;
+                left -= (size_t)run;
+                ic[last] += run;
+                for (int i = last; i > 0 && ic[i] == g->in[i]; i--) {
+                    ic[i] = 0;
+                    ic[i - 1]++;
+                }
+            }
+        }
+    }
+}
+
+oq_status oq_nn_convtranspose_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor *out,
+                                  oq_error *err) {
+    conv_plan p;
+    oq_status s = conv_resolve(ctx, in, true, &p, err);
+    if (s != OQ_OK)
+        return s;
+    const float *x = in[0]->data, *w = in[1]->data;
+    const float *b = ctx->n_inputs > 2 && in[2] ? in[2]->data : NULL;
+    float *y = out[0].data;
+    if (out[0].count == 0)
+        return OQ_OK;
+    size_t rows = (size_t)p.Mg * p.Kprod; /* columns per input position */
+    for (size_t r = 0; r < (size_t)(p.N * p.M); r++) {
+        float bv = b ? b[r % (size_t)p.M] : 0.0f;
+        float *yr = y + r * p.Pout;
+        for (size_t i = 0; i < p.Pout; i++)
+            yr[i] = bv;
+    }
+    if (rows == 0 || p.Pin == 0 || p.Cg == 0)
+        return OQ_OK;
+    size_t ncols = tile_cols(rows, p.Pin), n;
+    float *col = NULL;
+    if (!oq_mul_size(rows, ncols, &n) || !(col = oq_nn_alloc_floats(n)))
+        return oq_err(err, OQ_ENOMEM, "%s: cannot allocate a %zu x %zu column buffer", ctx->label,
+                      rows, ncols);
+    for (int64_t ni = 0; ni < p.N; ni++) {
+        for (int64_t gi = 0; gi < p.group; gi++) {
+            const float *xg = x + ((size_t)(ni * p.C + gi * p.Cg)) * p.Pin;
+            const float *wg = w + (size_t)(gi * p.Cg) * rows;
+            float *yg = y + ((size_t)(ni * p.M + gi * p.Mg)) * p.Pout;
+            for (size_t p0 = 0; p0 < p.Pin; p0 += ncols) {
+                size_t nc = p.Pin - p0 < ncols ? p.Pin - p0 : ncols;
+                /* col[Mg*K, nc] = Wg^T [Mg*K, Cg] * Xg[Cg, p0:p0+nc] */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rows, (int)nc,
+                            (int)p.Cg, 1.0f, wg, (int)rows, xg + p0, (int)p.Pin, 0.0f, col,
+                            (int)nc);
+                col2im_job j = {&p, col, yg, p0, nc};
+                oq_parallel_for(ctx->pool, (size_t)p.Mg, 1, col2im_rows, &j);
+            }
+        }
+    }
+    free(col);
+    return OQ_OK;
+}
