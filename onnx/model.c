@@ -52,7 +52,7 @@ static oq_status model_alloc(size_t budget, const char *base_dir, oq_model **out
 }
 
 oq_status oq_model_new(oq_model **out, oq_error *err) {
-    oq_model *m;
+    oq_model *m = NULL;
     oq_status st = model_alloc(0, NULL, &m, err);
     if (st != OQ_OK)
         return st;
@@ -99,17 +99,23 @@ static oq_status load_bytes(const uint8_t *data, size_t len, const oq_load_opts 
     if (len == 0)
         return oq_err(err, OQ_EMODEL, "model is empty (0 bytes)");
 
-    oq_status st = oq_wire_check(&onnx__model_proto__descriptor, data, len, max_depth, "model", err);
+    size_t needed = 0;
+    oq_status st = oq_wire_check(&onnx__model_proto__descriptor, data, len, max_depth, "model",
+                                 &needed, err);
     if (st != OQ_OK)
         return st;
 
-    /* protobuf-c's memory is roughly the input plus per-message structs; a
-     * budget of twice the input plus slack admits real models and stops
-     * inputs built from millions of tiny messages. */
+    /* Unpacked, a real model takes about its file size (tensor bytes are
+     * copied once); typed int64 data up to 8x. Inputs made of millions of
+     * tiny messages take far more and are refused before any allocation. */
     size_t budget = opts && opts->max_memory ? opts->max_memory : 0;
-    if (!budget && (!oq_mul_size(len, 2, &budget) || !oq_add_size(budget, (size_t)64 << 20, &budget)))
+    if (!budget && (!oq_mul_size(len, 8, &budget) || !oq_add_size(budget, (size_t)64 << 20, &budget)))
         budget = SIZE_MAX;
-    oq_model *m;
+    if (needed > budget)
+        return oq_err(err, OQ_ELIMIT,
+                      "model needs about %zu bytes to unpack, over its memory budget of %zu bytes", needed,
+                      budget);
+    oq_model *m = NULL;
     st = model_alloc(budget, base_dir, &m, err);
     if (st != OQ_OK)
         return st;
@@ -139,7 +145,8 @@ oq_status oq_model_load_file(const char *path, const oq_load_opts *opts, oq_mode
                              oq_error *err) {
     *out = NULL;
     size_t max_bytes = opts && opts->max_bytes ? opts->max_bytes : OQ_MODEL_DEFAULT_MAX_BYTES;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must not block us before the regular-file check. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return oq_err(err, errno == ENOENT ? OQ_ENOTFOUND : OQ_EIO, "%s: %s", path, strerror(errno));
     struct stat sb;

@@ -753,8 +753,8 @@ oq_status oq_npy_load(const char *path, const oq_tensorfile_limits *limits, oq_t
                       oq_error *err) {
     *out = NULL;
     oq_tensorfile_limits lim = limits_resolve(limits);
-    int fd;
-    size_t len;
+    int fd = -1;
+    size_t len = 0;
     oq_status st = open_file(path, lim.max_file_bytes, &fd, &len, err);
     if (st != OQ_OK)
         return st;
@@ -830,7 +830,7 @@ oq_status oq_npy_encode(const oq_tensor *t, uint8_t **out, size_t *len, oq_error
     *out = NULL;
     *len = 0;
     char hdr[1024];
-    size_t hlen, total;
+    size_t hlen = 0, total;
     oq_status st = npy_header_build(t, hdr, sizeof hdr, &hlen, err);
     if (st != OQ_OK)
         return st;
@@ -878,7 +878,7 @@ static void fsync_parent(const char *path) {
 
 oq_status oq_npy_save(const char *path, const oq_tensor *t, oq_error *err) {
     char hdr[1024];
-    size_t hlen, tmp_len;
+    size_t hlen = 0, tmp_len;
     oq_status st = npy_header_build(t, hdr, sizeof hdr, &hlen, err);
     if (st != OQ_OK) {
         oq_err_prefix(err, "%s: ", path);
@@ -1170,7 +1170,7 @@ static oq_status npz_member(const uint8_t *p, const zip_dir *dir, const zip_entr
                       "member declares %llu uncompressed bytes, more than a tensor within the "
                       "limit of %zu bytes needs",
                       (unsigned long long)e->usize, limit);
-    uint64_t data_off;
+    uint64_t data_off = 0;
     oq_status st = zip_local(p, dir->cd_off, e, &data_off, err);
     if (st != OQ_OK)
         return st;
@@ -1213,7 +1213,7 @@ oq_status oq_npz_parse(const void *data, size_t len, const oq_tensorfile_limits 
     if (len > lim.max_file_bytes)
         return oq_err(err, OQ_ELIMIT, "archive of %zu bytes exceeds the limit of %zu bytes", len,
                       lim.max_file_bytes);
-    zip_dir dir;
+    zip_dir dir = {0};
     oq_status st = zip_find_dir(p, len, lim.max_members, &dir, err);
     if (st != OQ_OK)
         return st;
@@ -1271,8 +1271,8 @@ oq_status oq_npz_load(const char *path, const oq_tensorfile_limits *limits, oq_t
     out->items = NULL;
     out->count = 0;
     oq_tensorfile_limits lim = limits_resolve(limits);
-    int fd;
-    size_t len;
+    int fd = -1;
+    size_t len = 0;
     uint8_t *buf;
     oq_status st = open_file(path, lim.max_file_bytes, &fd, &len, err);
     if (st != OQ_OK)
@@ -1375,8 +1375,8 @@ oq_status oq_tensorfile_load(const char *path, const oq_tensorfile_limits *limit
     out->items = NULL;
     out->count = 0;
     oq_tensorfile_limits lim = limits_resolve(limits);
-    int fd;
-    size_t len;
+    int fd = -1;
+    size_t len = 0;
     oq_status st = open_file(path, lim.max_file_bytes, &fd, &len, err);
     if (st != OQ_OK)
         return st;

@@ -357,14 +357,15 @@ oq_status oq_tensor_to_proto(const oq_tensor *t, const char *name, ProtobufCAllo
 
 oq_status oq_tensor_parse_pb(const void *data, size_t len, oq_tensor **out, oq_error *err) {
     *out = NULL;
+    size_t needed = 0;
     oq_status st = oq_wire_check(&onnx__tensor_proto__descriptor, data, len,
-                                 OQ_MODEL_DEFAULT_MAX_DEPTH, "tensor", err);
+                                 OQ_MODEL_DEFAULT_MAX_DEPTH, "tensor", &needed, err);
     if (st != OQ_OK)
         return st;
     oq_budget_alloc budget;
     size_t limit;
-    if (!oq_mul_size(len, 2, &limit) || !oq_add_size(limit, (size_t)1 << 20, &limit))
-        return oq_err(err, OQ_ELIMIT, "tensor file too large");
+    if (!oq_mul_size(len, 8, &limit) || !oq_add_size(limit, (size_t)1 << 20, &limit) || needed > limit)
+        return oq_err(err, OQ_ELIMIT, "tensor needs about %zu bytes to unpack, more than its budget", needed);
     oq_budget_alloc_init(&budget, limit);
     Onnx__TensorProto *tp = onnx__tensor_proto__unpack(&budget.base, len, data);
     if (!tp)

@@ -11,6 +11,7 @@ enum { MAX_COUNTED_FIELDS = 64, PATH_MAX_LEN = 384 };
 typedef struct {
     const uint8_t *base; /* start of the whole buffer, for absolute offsets */
     int max_depth;
+    size_t unpacked;     /* running estimate of protobuf-c's allocations */
     char path[PATH_MAX_LEN];
     oq_error *err;
 } wire_walk;
@@ -52,6 +53,43 @@ static int expected_wire_type(ProtobufCType t) {
     }
 }
 
+/* Bytes one element of a repeated field takes in protobuf-c's array. */
+static size_t element_size(ProtobufCType t) {
+    switch (t) {
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+    case PROTOBUF_C_TYPE_DOUBLE:
+    case PROTOBUF_C_TYPE_STRING:
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return 8;
+    case PROTOBUF_C_TYPE_BYTES:
+        return sizeof(ProtobufCBinaryData);
+    default:
+        return 4;
+    }
+}
+
+/* Adds n to the estimate, saturating instead of wrapping. */
+static void charge(wire_walk *w, size_t n) {
+    w->unpacked = w->unpacked > SIZE_MAX - n ? SIZE_MAX : w->unpacked + n;
+}
+
+/* Number of elements in a packed payload of wire type wt. */
+static size_t packed_count(const uint8_t *p, const uint8_t *end, int wt) {
+    size_t len = (size_t)(end - p);
+    if (wt == WIRE_FIXED32)
+        return len / 4;
+    if (wt == WIRE_FIXED64)
+        return len / 8;
+    size_t n = 0;
+    for (; p < end; p++)
+        n += !(*p & 0x80); /* each varint ends with a byte below 0x80 */
+    return n;
+}
+
 static oq_status walk_fail(wire_walk *w, const uint8_t *at, const char *what) {
     return oq_err(w->err, OQ_EMODEL, "%s: %s at byte %zu", w->path, what, (size_t)(at - w->base));
 }
@@ -78,7 +116,9 @@ static oq_status walk_message(wire_walk *w, const ProtobufCMessageDescriptor *de
         return oq_err(w->err, OQ_ELIMIT, "%s: messages nest deeper than %d levels at byte %zu",
                       w->path, w->max_depth, (size_t)(p - w->base));
     unsigned counts[MAX_COUNTED_FIELDS] = {0};
+    size_t elements[MAX_COUNTED_FIELDS] = {0}; /* repeated elements per field */
     size_t path_len = strlen(w->path);
+    charge(w, desc->sizeof_message + OQ_WIRE_BLOCK_OVERHEAD);
     while (p < end) {
         const uint8_t *tag_at = p;
         uint64_t key;
@@ -147,6 +187,13 @@ static oq_status walk_message(wire_walk *w, const ProtobufCMessageDescriptor *de
                 snprintf(what, sizeof what, "wire type %d where the field's type needs %d", wt, want);
                 return walk_fail(w, tag_at, what);
             }
+            size_t idx = (size_t)(f - desc->fields);
+            if (f->label == PROTOBUF_C_LABEL_REPEATED && idx < MAX_COUNTED_FIELDS)
+                elements[idx] += packed_ok ? packed_count(payload, payload_end, want) : 1;
+            else if (f->label == PROTOBUF_C_LABEL_REPEATED)
+                charge(w, packed_ok ? (size_t)(payload_end - payload) * 8 : 8);
+            if (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_BYTES)
+                charge(w, (size_t)(payload_end - payload) + 1 + OQ_WIRE_BLOCK_OVERHEAD);
             if (packed_ok) {
                 oq_status st = check_packed(w, payload, payload_end, want);
                 if (st != OQ_OK)
@@ -164,12 +211,19 @@ static oq_status walk_message(wire_walk *w, const ProtobufCMessageDescriptor *de
         }
         w->path[path_len] = '\0';
     }
+    for (unsigned i = 0; i < desc->n_fields && i < MAX_COUNTED_FIELDS; i++)
+        if (elements[i])
+            charge(w, elements[i] * element_size(desc->fields[i].type) + OQ_WIRE_BLOCK_OVERHEAD);
     return OQ_OK;
 }
 
 oq_status oq_wire_check(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
-                        size_t len, int max_depth, const char *root, oq_error *err) {
+                        size_t len, int max_depth, const char *root, size_t *unpacked,
+                        oq_error *err) {
     wire_walk w = {.base = data, .max_depth = max_depth, .err = err};
     snprintf(w.path, sizeof w.path, "%s", root);
-    return walk_message(&w, desc, data, data + len, 0);
+    oq_status st = walk_message(&w, desc, data, data + len, 0);
+    if (unpacked)
+        *unpacked = w.unpacked;
+    return st;
 }

@@ -281,6 +281,39 @@ START_TEST(memory_budget_stops_tiny_message_floods) {
 }
 END_TEST
 
+static oq_status load_with_tensor(void (*mutate)(Onnx__TensorProto *, ProtobufCAllocator *),
+                                  const char *base_dir, oq_error *err);
+
+START_TEST(fifo_is_refused_without_blocking) {
+    char *dir = tu_mkdtemp();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    ck_assert(mkfifo(path, 0600) == 0);
+    oq_error err = {0};
+    oq_model *m = NULL;
+    ck_assert_int_eq(oq_model_load_file(path, NULL, &m, &err), OQ_EIO);
+    ck_assert_msg(strstr(err.msg, "not a regular file"), "%s", err.msg);
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+static void int64_typed(Onnx__TensorProto *tp, ProtobufCAllocator *a) {
+    /* 5M small int64 values: 1 byte each on the wire, 8 unpacked. */
+    tp->has_raw_data = 0;
+    tp->data_type = OQ_DTYPE_INT64;
+    tp->dims[0] = 5;
+    tp->dims[1] = 1000000;
+    tp->n_int64_data = 5000000;
+    tp->int64_data = oq_pb_calloc(a, tp->n_int64_data, sizeof(int64_t));
+}
+
+START_TEST(typed_int64_data_fits_the_budget) {
+    oq_error err = {0};
+    ck_assert_msg(load_with_tensor(int64_typed, NULL, &err) == OQ_OK, "%s", err.msg);
+}
+END_TEST
+
 START_TEST(size_limit_is_enforced) {
     oq_load_opts opts = {.max_bytes = 1000};
     oq_error err = {0};
@@ -563,6 +596,8 @@ int main(void) {
     tcase_add_test(tc, deep_nesting_is_refused);
     tcase_add_test(tc, memory_budget_stops_tiny_message_floods);
     tcase_add_test(tc, size_limit_is_enforced);
+    tcase_add_test(tc, fifo_is_refused_without_blocking);
+    tcase_add_test(tc, typed_int64_data_fits_the_budget);
     tcase_add_test(tc, bad_tensors_are_refused);
     tcase_add_test(tc, external_data_stays_inside_base_dir);
     tcase_add_test(tc, save_with_external_data_and_back);
