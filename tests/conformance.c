@@ -81,7 +81,7 @@ static bool tensors_match(const oq_tensor *got, const oq_tensor *want, char *why
 
 /* Runs one test folder; returns true when every data set matches. */
 static bool run_test(const char *dir, char *why, size_t len) {
-    char path[4096];
+    char path[8192];
     snprintf(path, sizeof path, "%s/model.onnx", dir);
     oq_error err = {0};
     oq_model *m = NULL;
