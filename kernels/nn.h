@@ -12,6 +12,14 @@
 
 #define OQ_NN_MAX_SP (OQ_MAX_RANK - 2) /* spatial axes after N and C */
 
+/* A parallel loop costs tens of microseconds to wake the pool (measured
+ * ~28 us on the 2-core VM): chunks get at least this many elementary
+ * operations (multiply-adds, compares, copies), so small ops stay on the
+ * calling thread. */
+#define OQ_NN_PAR_GRAIN 262144
+/* min_chunk for oq_parallel_for over items of `work` operations each */
+#define OQ_NN_MIN_CHUNK(work) ((size_t)OQ_NN_PAR_GRAIN / ((size_t)(work) + 1) + 1)
+
 /* Hot loops get AVX-512 and AVX2 clones picked at load time (the portable
  * version stays); the kernels/ flags themselves target baseline x86-64. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(OQ_NN_NO_CLONES)

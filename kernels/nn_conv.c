@@ -296,7 +296,40 @@ OQ_NN_HOT static void im2col2d_rows(void *arg, size_t r0, size_t r1) {
     const oq_nn_geom *g = &p->g;
     int64_t IH = g->in[0], IW = g->in[1], OW = g->out[1], KH = g->k[0], KW = g->k[1];
     int64_t sh = g->s[0], sw = g->s[1];
-    for (size_t r = r0; r < r1; r++) {
+    /* Stride 1 with the output the size of the input ("same" padding), whole
+     * image in the tile: a row is the input plane shifted by a constant, so
+     * one copy plus zeroing of the rows and columns shifted in from outside. */
+    int64_t P = IH * IW;
+    bool shifted = sh == 1 && sw == 1 && g->out[0] == IH && OW == IW && j->p0 == 0 &&
+                   j->ncols == (size_t)P;
+    for (size_t r = r0; shifted && r < r1; r++) {
+        int64_t c = (int64_t)r / (KH * KW), kh = ((int64_t)r / KW) % KH, kw = (int64_t)r % KW;
+        int64_t dy = kh * g->d[0] - g->pb[0], dx = kw * g->d[1] - g->pb[1];
+        const float *xc = j->x + (size_t)c * p->Pin;
+        float *restrict dst = j->col + r * j->ld;
+        int64_t oh_lo = dy < 0 ? -dy : 0, oh_hi = dy > 0 ? IH - dy : IH;
+        if (oh_hi <= oh_lo || dx >= OW || -dx >= OW) {
+            memset(dst, 0, (size_t)P * sizeof *dst);
+            continue;
+        }
+        int64_t delta = dy * IW + dx, i0 = oh_lo * OW, i1 = oh_hi * OW;
+        int64_t lo = i0 > -delta ? i0 : -delta, hi = i1 < P - delta ? i1 : P - delta;
+        if (lo > 0)
+            memset(dst, 0, (size_t)lo * sizeof *dst);
+        memcpy(dst + lo, xc + (lo + delta), (size_t)(hi - lo) * sizeof *dst);
+        if (hi < P)
+            memset(dst + hi, 0, (size_t)(P - hi) * sizeof *dst);
+        for (int64_t oh = oh_lo; oh < oh_hi; oh++) { /* columns from the next/previous row */
+            float *row = dst + oh * OW;
+            if (dx > 0)
+                for (int64_t ow = OW - dx; ow < OW; ow++)
+                    row[ow] = 0.0f;
+            else
+                for (int64_t ow = 0; ow < -dx; ow++)
+                    row[ow] = 0.0f;
+        }
+    }
+    for (size_t r = r0; !shifted && r < r1; r++) {
         int64_t c = (int64_t)r / (KH * KW), kh = ((int64_t)r / KW) % KH, kw = (int64_t)r % KW;
         int64_t off = kw * g->d[1] - g->pb[1], lo, hi;
         valid_span(off, sw, IW, OW, &lo, &hi);
@@ -586,7 +619,7 @@ static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const fl
         return oq_err(err, OQ_ENOMEM, "%s: cannot allocate a %zu x %zu column buffer", ctx->label,
                       K, ncols);
     }
-    size_t min_rows = 16384 / (ncols + 1) + 1;
+    size_t min_rows = OQ_NN_MIN_CHUNK(ncols);
     oq_range_fn fill = p->g.nsp == 2 ? im2col2d_rows : im2col_rows;
     for (int64_t gi = 0; gi < p->group; gi++) {
         const float *wg = w + (size_t)(gi * p->Mg) * K;
@@ -617,7 +650,8 @@ static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const fl
                         1.0f, wg, (int)K, col, (int)nc, 0.0f, tmp, (int)nc);
             for (size_t i = 0; i < nb; i++)
                 for (int64_t m = 0; m < p->Mg; m++) {
-                    float *restrict yr = y + ((size_t)((n0 + (int64_t)i) * p->M + gi * p->Mg + m)) * P;
+                    size_t row = (size_t)((n0 + (int64_t)i) * p->M + gi * p->Mg + m);
+                    float *restrict yr = y + row * P;
                     const float *restrict tr = tmp + (size_t)m * nc + i * P;
                     float bv = bias ? bias[gi * p->Mg + m] : 0.0f;
                     for (size_t e = 0; e < P; e++)
@@ -648,7 +682,7 @@ oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
     if (p.Cg == 1 && p.Mg <= 4 && g->nsp == 2) {
         dw_job j = {&p, x, w, b, y};
         size_t planes = (size_t)(p.N * p.M);
-        oq_parallel_for(ctx->pool, planes, 1, dw_planes, &j);
+        oq_parallel_for(ctx->pool, planes, OQ_NN_MIN_CHUNK(p.Pout * p.Kprod), dw_planes, &j);
         return OQ_OK;
     }
     bool pointwise = true;
@@ -660,7 +694,7 @@ oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
         /* The GEMMs accumulate onto Y pre-filled with the bias (beta = 1),
          * which costs no more than the zeroing sgemm does for beta = 0. */
         bias_job bj = {y, b, p.Pout, (size_t)p.M};
-        oq_parallel_for(ctx->pool, (size_t)(p.N * p.M), 65536 / (p.Pout + 1) + 1, bias_rows, &bj);
+        oq_parallel_for(ctx->pool, (size_t)(p.N * p.M), OQ_NN_MIN_CHUNK(p.Pout), bias_rows, &bj);
     }
     if (K > 0) {
         if (direct) {
@@ -772,7 +806,8 @@ oq_status oq_nn_convtranspose_run(oq_node_ctx *ctx, const oq_tensor *const *in, 
                             (int)p.Cg, 1.0f, wg, (int)rows, xg + p0, (int)p.Pin, 0.0f, col,
                             (int)nc);
                 col2im_job j = {&p, col, yg, p0, nc};
-                oq_parallel_for(ctx->pool, (size_t)p.Mg, 1, col2im_rows, &j);
+                oq_parallel_for(ctx->pool, (size_t)p.Mg, OQ_NN_MIN_CHUNK(p.Kprod * nc), col2im_rows,
+                                &j);
             }
         }
     }

@@ -388,7 +388,7 @@ static void mm_float(oq_pool *pool, const mm_plan *p, const float *a, const floa
     mm_job j = {p, a, b, y};
     double mnk = (double)p->M * (double)p->N * (double)p->K;
     if (p->batch >= 2 && mnk <= SMALL_GEMM_MNK)
-        oq_parallel_for(pool, p->batch, 1, mm_batches, &j);
+        oq_parallel_for(pool, p->batch, OQ_NN_MIN_CHUNK(mnk), mm_batches, &j);
     else
         mm_batches(&j, 0, p->batch);
 }
@@ -847,7 +847,10 @@ oq_status oq_nn_einsum_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tens
     if (ok) {
         j.fout = bufs[st->n_in];
         j.iout = bufs[st->n_in];
-        oq_parallel_for(ctx->pool, n_out, 256, ein_range, &j);
+        size_t inner = 1;
+        for (int a = p->n_out; a < p->n_out + p->n_sum; a++)
+            inner *= (size_t)p->dims[a];
+        oq_parallel_for(ctx->pool, n_out, OQ_NN_MIN_CHUNK(inner * (size_t)st->n_in), ein_range, &j);
         for (size_t e = 0; e < n_out; e++) {
             switch (dt) {
             case OQ_DTYPE_FLOAT: ((float *)out[0].data)[e] = (float)j.fout[e]; break;

@@ -84,7 +84,7 @@ OQ_NN_HOT static void affine_double(void *arg, size_t r0, size_t r1) {
 static oq_status affine_run(oq_node_ctx *ctx, affine_job *j, const oq_tensor *x, oq_tensor *y,
                             oq_error *err) {
     size_t rows = j->plane ? x->count / j->plane : 0;
-    size_t min_chunk = 32768 / (j->plane + 1) + 1;
+    size_t min_chunk = OQ_NN_MIN_CHUNK(j->plane);
     j->x = x->data;
     j->y = y->data;
     if (x->dtype == OQ_DTYPE_FLOAT) {
@@ -294,7 +294,7 @@ oq_status oq_nn_instancenorm_run(oq_node_ctx *ctx, const oq_tensor *const *in, o
         oq_nn_to_float(x, fx);
         sj.x = fx;
     }
-    oq_parallel_for(ctx->pool, planes, 16384 / (plane + 1) + 1, plane_stats, &sj);
+    oq_parallel_for(ctx->pool, planes, OQ_NN_MIN_CHUNK(2 * plane), plane_stats, &sj);
     free(fx);
     /* y = (x - mean) / sqrt(var + eps) * scale + B as one affine map per plane */
     double *a = buf + 2 * planes, *b = buf + 3 * planes;
@@ -508,7 +508,7 @@ oq_status oq_nn_layernorm_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_t
         j.x = f;
         j.y = f;
     }
-    oq_parallel_for(ctx->pool, p.rows, 32768 / (p.D + 1) + 1, ln_rows, &j);
+    oq_parallel_for(ctx->pool, p.rows, OQ_NN_MIN_CHUNK(3 * p.D), ln_rows, &j);
     if (f) {
         oq_nn_from_float(f, &out[0]);
         free(f);

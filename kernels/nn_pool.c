@@ -375,7 +375,7 @@ static oq_status pool_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tenso
     j.count_pad = !is_max && st->count_include_pad;
     j.col_major = st->storage_order == 1;
     size_t planes = (size_t)(x->dims[0] * x->dims[1]);
-    size_t min_chunk = 16384 / (j.out_plane + 1) + 1;
+    size_t min_chunk = OQ_NN_MIN_CHUNK(j.out_plane * oq_nn_count(g.k, g.nsp));
     if (out[0].count == 0)
         return OQ_OK;
     oq_range_fn fn = g.nsp == 2 && !j.ind ? pool2d_float : pool_float;
@@ -512,7 +512,7 @@ static oq_status global_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_ten
     const oq_tensor *x = in[0];
     size_t planes = (size_t)(x->dims[0] * x->dims[1]);
     global_job j = {x->data, out[0].data, planes ? x->count / planes : 0, is_max};
-    size_t min_chunk = 16384 / (j.plane + 1) + 1;
+    size_t min_chunk = OQ_NN_MIN_CHUNK(j.plane);
     if (x->dtype == OQ_DTYPE_FLOAT) {
         oq_parallel_for(ctx->pool, planes, min_chunk, global_float, &j);
     } else if (x->dtype == OQ_DTYPE_DOUBLE) {

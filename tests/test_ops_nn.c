@@ -286,6 +286,10 @@ static const conv_case conv_cases[] = {
     {2, 1, 3, 2, 1, {8, 8}, {3, 3}, {2, 2}, {1, 1}, {0}, {0}, "SAME_UPPER", true},
     {2, 1, 3, 2, 1, {8, 7}, {2, 3}, {2, 2}, {1, 1}, {0}, {0}, "SAME_LOWER", true},
     {2, 1, 3, 2, 1, {6, 7}, {3, 3}, {1, 1}, {1, 1}, {0}, {0}, "VALID", false},
+    /* stride 1, output the size of the input: shifted-copy im2col */
+    {2, 2, 4, 5, 1, {6, 7}, {3, 3}, {1, 1}, {2, 2}, {2, 2}, {2, 2}, NULL, true},
+    {2, 3, 2, 3, 1, {5, 4}, {5, 3}, {1, 1}, {1, 1}, {3, 0}, {1, 2}, NULL, true},
+    {2, 1, 2, 3, 1, {3, 2}, {7, 5}, {1, 1}, {1, 1}, {3, 2}, {3, 2}, NULL, true},
     /* pointwise (direct GEMM) and strided pointwise */
     {2, 2, 8, 5, 1, {5, 6}, {1, 1}, {1, 1}, {1, 1}, {0, 0}, {0, 0}, NULL, true},
     {2, 1, 8, 6, 2, {5, 6}, {1, 1}, {2, 2}, {1, 1}, {0, 0}, {0, 0}, NULL, true},
@@ -302,6 +306,8 @@ static const conv_case conv_cases[] = {
     {1, 2, 3, 4, 1, {17}, {4}, {2}, {2}, {3}, {1}, NULL, true},
     {1, 1, 4, 4, 4, {10}, {3}, {1}, {1}, {1}, {1}, NULL, true},
     {3, 1, 2, 3, 1, {5, 6, 4}, {3, 2, 2}, {1, 2, 1}, {1, 1, 2}, {1, 0, 1}, {1, 1, 0}, NULL, true},
+    /* enough depthwise planes to be split over the pool */
+    {2, 2, 64, 64, 64, {24, 24}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
     /* large enough to need several im2col tiles */
     {2, 1, 64, 16, 1, {40, 40}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
 };
@@ -742,6 +748,8 @@ START_TEST(matmul_vs_reference) {
     /* many small batches over the pool; shared A */
     matmul_check(DIMS(2, 4, 17, 16), DIMS(2, 4, 16, 17), DIMS(2, 4, 17, 17));
     matmul_check(DIMS(17, 16), DIMS(6, 16, 40), DIMS(6, 17, 40));
+    /* enough small batches to be split over the pool */
+    matmul_check(DIMS(128, 17, 16), DIMS(128, 16, 17), DIMS(128, 17, 17));
     /* big single GEMM and a big batched one */
     matmul_check(DIMS(150, 300), DIMS(300, 200), DIMS(150, 200));
     matmul_check(DIMS(3, 70, 80), DIMS(3, 80, 90), DIMS(3, 70, 90));
@@ -985,6 +993,8 @@ static const pool_case pool_cases[] = {
     {1, 2, 2, {11}, {3}, {2}, {1}, {1}, {0}, 1, 1, 0},
     {3, 1, 1, {12, 11, 10}, {5, 5, 5}, {3, 3, 3}, {2, 2, 2}, {0, 0, 0}, {0, 0, 0}, 1, 1, 1},
     {3, 1, 2, {5, 6, 4}, {2, 3, 2}, {1, 2, 2}, {1, 1, 1}, {1, 0, 1}, {0, 2, 1}, 0, 0, 0},
+    /* enough planes to be split over the pool */
+    {2, 2, 32, {32, 32}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, 0, 1, 0},
     /* ResNet's 3x3/2 pad 1, and a 2x2/2 with ceil on odd sizes */
     {2, 1, 3, {12, 11}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, 0, 0, 0},
     {2, 1, 2, {7, 9}, {2, 2}, {2, 2}, {1, 1}, {0, 0}, {0, 0}, 1, 1, 0},
