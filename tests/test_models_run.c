@@ -102,7 +102,10 @@ START_TEST(memory_does_not_grow_with_runs) {
     ck_assert_uint_eq(oq_plan_pool_bytes(plan), pool_after_10);
     long grown = peak_rss_kb() - rss_after_10;
     printf("peak RSS after 10 runs %ld KiB, after %d runs %ld KiB\n", rss_after_10, runs, peak_rss_kb());
-    ck_assert_msg(grown < 1024, "peak RSS grew by %ld KiB between 10 and %d runs", grown, runs);
+    /* ASan's quarantine holds freed blocks, so RSS is only meaningful in
+     * the plain build; the pool check above holds in both. */
+    if (!tu_sanitized())
+        ck_assert_msg(grown < 1024, "peak RSS grew by %ld KiB between 10 and %d runs", grown, runs);
     oq_tensor_free(x);
     oq_plan_free(plan);
     oq_model_free(m);

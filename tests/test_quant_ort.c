@@ -211,6 +211,12 @@ static long child_calibration_rss(oq_calib_method method, int n) {
 }
 
 START_TEST(calibration_memory_does_not_grow_with_samples) {
+    if (tu_sanitized()) {
+        /* ASan's quarantine keeps freed memory resident: RSS says nothing
+         * there. The plain build runs this check. */
+        printf("calibration memory check skipped under ASan\n");
+        return;
+    }
     for (int method = OQ_CALIB_MINMAX; method <= OQ_CALIB_MSE; method++) {
         long small = child_calibration_rss((oq_calib_method)method, 100);
         long large = child_calibration_rss((oq_calib_method)method, 1000);
