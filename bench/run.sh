@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-20}
 SHARED=${OQ_SHARED_DIR:-../shared}
-ONNXQ=build/cli/onnxq
+ONNXQ=${ONNXQ:-build/cli/onnxq}
 WORK=${BENCH_DIR:-/tmp/onnxq-bench}
 mkdir -p "$WORK"
 if [ ! -f "$WORK/resnet50.onnx" ] || [ ! -f "$WORK/bert_base.onnx" ]; then
