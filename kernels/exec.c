@@ -446,7 +446,9 @@ oq_status oq_plan_new(oq_model *m, const oq_plan_opts *opts, oq_plan **out, oq_e
         p->owns_pool = st == OQ_OK;
     }
     if (st == OQ_OK) {
-        openblas_set_num_threads(oq_pool_threads(p->pool));
+        /* OpenBLAS stays single-threaded: kernels split GEMMs over our pool
+         * (blas.c), so its spinning threads never compete with ours. */
+        openblas_set_num_threads(1);
         st = plan_build(p, err);
     }
     if (st != OQ_OK) {

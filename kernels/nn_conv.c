@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "checked.h"
+#include "blas.h"
 #include "nn.h"
 
 /* Column tiles hold at most this many floats (about 2 MB), so the buffer
@@ -633,8 +634,8 @@ static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const fl
                     size_t nc = P - p0 < ncols ? P - p0 : ncols;
                     im2col_job j = {p, xg, col, nc, p0, nc};
                     oq_parallel_for(ctx->pool, K, min_rows, fill, &j);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p->Mg, (int)nc,
-                                (int)K, 1.0f, wg, (int)K, col, (int)nc, 1.0f, yg + p0, (int)P);
+                    oq_sgemm(ctx->pool, false, false, (int)p->Mg, (int)nc, (int)K, 1.0f, wg, (int)K, col,
+                             (int)nc, 1.0f, yg + p0, (int)P);
                 }
             }
             continue;
@@ -646,8 +647,8 @@ static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const fl
                 im2col_job j = {p, xg, col + i * P, nc, 0, P};
                 oq_parallel_for(ctx->pool, K, min_rows, fill, &j);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p->Mg, (int)nc, (int)K,
-                        1.0f, wg, (int)K, col, (int)nc, 0.0f, tmp, (int)nc);
+            oq_sgemm(ctx->pool, false, false, (int)p->Mg, (int)nc, (int)K, 1.0f, wg, (int)K, col, (int)nc,
+                     0.0f, tmp, (int)nc);
             for (size_t i = 0; i < nb; i++)
                 for (int64_t m = 0; m < p->Mg; m++) {
                     size_t row = (size_t)((n0 + (int64_t)i) * p->M + gi * p->Mg + m);
@@ -701,10 +702,9 @@ oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
             /* 1x1, stride 1, no pads: X[n, group] is already the column matrix */
             for (int64_t n = 0; n < p.N; n++)
                 for (int64_t gi = 0; gi < p.group; gi++)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p.Mg,
-                                (int)p.Pout, (int)K, 1.0f, w + (size_t)(gi * p.Mg) * K, (int)K,
-                                x + ((size_t)(n * p.C + gi * p.Cg)) * p.Pin, (int)p.Pin, 1.0f,
-                                y + ((size_t)(n * p.M + gi * p.Mg)) * p.Pout, (int)p.Pout);
+                    oq_sgemm(ctx->pool, false, false, (int)p.Mg, (int)p.Pout, (int)K, 1.0f,
+                             w + (size_t)(gi * p.Mg) * K, (int)K, x + ((size_t)(n * p.C + gi * p.Cg)) * p.Pin,
+                             (int)p.Pin, 1.0f, y + ((size_t)(n * p.M + gi * p.Mg)) * p.Pout, (int)p.Pout);
         } else if ((s = conv_im2col_gemm(ctx, &p, x, w, b, y, err)) != OQ_OK) {
             return s;
         }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "blas.h"
 #include "checked.h"
 #include "nn.h"
 
@@ -128,7 +129,7 @@ oq_status oq_nn_gemm_infer(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tens
 }
 
 /* Y = alpha*op(A)op(B) + beta*C in float (A, B, C, Y as float arrays). */
-static void gemm_float(const gemm_state *st, const gemm_plan *p, const float *a, int64_t lda,
+static void gemm_float(oq_pool *pool, const gemm_state *st, const gemm_plan *p, const float *a, int64_t lda,
                        const float *b, int64_t ldb, const float *c, float *y) {
     float beta = 0.0f;
     if (c && st->beta != 0.0f) {
@@ -144,10 +145,8 @@ static void gemm_float(const gemm_state *st, const gemm_plan *p, const float *a,
     }
     if (p->K == 0 || p->M == 0 || p->N == 0)
         return;
-    cblas_sgemm(CblasRowMajor, st->trans_a ? CblasTrans : CblasNoTrans,
-                st->trans_b ? CblasTrans : CblasNoTrans, (int)p->M, (int)p->N, (int)p->K,
-                st->alpha, a, (int)(lda > 0 ? lda : 1), b, (int)(ldb > 0 ? ldb : 1), beta, y,
-                (int)(p->N > 0 ? p->N : 1));
+    oq_sgemm(pool, st->trans_a, st->trans_b, (int)p->M, (int)p->N, (int)p->K, st->alpha, a,
+             (int)(lda > 0 ? lda : 1), b, (int)(ldb > 0 ? ldb : 1), beta, y, (int)(p->N > 0 ? p->N : 1));
 }
 
 static void gemm_double(const gemm_state *st, const gemm_plan *p, const double *a, int64_t lda,
@@ -203,7 +202,7 @@ oq_status oq_nn_gemm_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
     const oq_tensor *a = in[0], *b = in[1], *c = ctx->n_inputs > 2 ? in[2] : NULL;
     switch (a->dtype) {
     case OQ_DTYPE_FLOAT:
-        gemm_float(st, &p, a->data, a->dims[1], b->data, b->dims[1], c ? c->data : NULL,
+        gemm_float(ctx->pool, st, &p, a->data, a->dims[1], b->data, b->dims[1], c ? c->data : NULL,
                    out[0].data);
         return OQ_OK;
     case OQ_DTYPE_DOUBLE:
@@ -223,7 +222,7 @@ oq_status oq_nn_gemm_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
         oq_nn_to_float(b, fb);
         if (c)
             oq_nn_to_float(c, fc);
-        gemm_float(st, &p, fa, a->dims[1], fb, b->dims[1], fc, fy);
+        gemm_float(ctx->pool, st, &p, fa, a->dims[1], fb, b->dims[1], fc, fy);
         oq_nn_from_float(fy, &out[0]);
         free(fa), free(fb), free(fc), free(fy);
         return OQ_OK;
@@ -340,9 +339,11 @@ typedef struct {
     const mm_plan *p;
     const float *a, *b;
     float *y;
+    oq_pool *pool; /* for each GEMM when batches run one after another; NULL inside a parallel loop */
 } mm_job;
 
-static void sgemm_nn(const float *a, const float *b, float *y, int64_t M, int64_t N, int64_t K) {
+static void sgemm_nn(oq_pool *pool, const float *a, const float *b, float *y, int64_t M, int64_t N,
+                     int64_t K) {
     if ((double)M * (double)N * (double)K <= TINY_GEMM_MNK) {
         for (int64_t i = 0; i < M; i++) {
             float *restrict yr = y + i * N;
@@ -357,8 +358,7 @@ static void sgemm_nn(const float *a, const float *b, float *y, int64_t M, int64_
         }
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, a,
-                (int)K, b, (int)N, 0.0f, y, (int)N);
+    oq_sgemm(pool, false, false, (int)M, (int)N, (int)K, 1.0f, a, (int)K, b, (int)N, 0.0f, y, (int)N);
 }
 
 static void mm_batches(void *arg, size_t t0, size_t t1) {
@@ -368,7 +368,7 @@ static void mm_batches(void *arg, size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; t++) {
         size_t oa, ob;
         mm_batch_offsets(p, t, &oa, &ob);
-        sgemm_nn(j->a + oa * ma, j->b + ob * mb, j->y + t * my, p->M, p->N, p->K);
+        sgemm_nn(j->pool, j->a + oa * ma, j->b + ob * mb, j->y + t * my, p->M, p->N, p->K);
     }
 }
 
@@ -382,15 +382,17 @@ static void mm_float(oq_pool *pool, const mm_plan *p, const float *a, const floa
     }
     if (p->b_shared && p->a_full) {
         /* [batch*M, K] x [K, N]: the Linear layer of a transformer, one GEMM. */
-        sgemm_nn(a, b, y, (int64_t)p->batch * p->M, p->N, p->K);
+        sgemm_nn(pool, a, b, y, (int64_t)p->batch * p->M, p->N, p->K);
         return;
     }
-    mm_job j = {p, a, b, y};
+    mm_job j = {p, a, b, y, NULL};
     double mnk = (double)p->M * (double)p->N * (double)p->K;
-    if (p->batch >= 2 && mnk <= SMALL_GEMM_MNK)
+    if (p->batch >= 2 && mnk <= SMALL_GEMM_MNK) {
         oq_parallel_for(pool, p->batch, OQ_NN_MIN_CHUNK(mnk), mm_batches, &j);
-    else
+    } else {
+        j.pool = pool; /* one large GEMM at a time: split each over the pool */
         mm_batches(&j, 0, p->batch);
+    }
 }
 
 static void mm_double(const mm_plan *p, const double *a, const double *b, double *y) {
