@@ -6,5 +6,6 @@
 int oq_cmd_inspect(int argc, char **argv);
 int oq_cmd_run(int argc, char **argv);
 int oq_cmd_quantize(int argc, char **argv);
+int oq_cmd_serve(int argc, char **argv);
 
 #endif

@@ -152,8 +152,10 @@ int oq_cmd_quantize(int argc, char **argv) {
         case O_REPORT: report_path = optarg; break;
         case O_CONFIG:
             json_decref(cfg_json);
-            if (!(cfg_json = load_config_arg(optarg)))
+            if (!(cfg_json = load_config_arg(optarg))) {
+                status = 2;
                 goto done;
+            }
             break;
         case O_MODE: json_object_set_new(flags, "mode", json_string(optarg)); break;
         case O_METHOD: json_object_set_new(flags, "method", json_string(optarg)); break;

@@ -12,6 +12,7 @@ static const struct {
     {"inspect", oq_cmd_inspect, "describe a model: IO, opsets, ops, parameters, quantizable nodes"},
     {"quantize", oq_cmd_quantize, "quantize an FP32 model to INT8 (QDQ) and report the accuracy cost"},
     {"run", oq_cmd_run, "run a model on .npy/.npz/.pb inputs, write .npy outputs, time it"},
+    {"serve", oq_cmd_serve, "run the HTTP API: quantization jobs for curl and CI (see README)"},
 };
 
 static void usage(FILE *f) {

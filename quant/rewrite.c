@@ -783,7 +783,7 @@ json_t *oq_rewrite_result_to_json(const oq_rewrite_result *r) {
         json_object_set_new(o, "reason", json_string(d->reason ? d->reason : ""));
         json_array_append_new(arr, o);
     }
-    json_object_set_new(j, "nodes", arr);
+    json_object_set_new(j, "decisions", arr);
     return j;
 }
 

@@ -1,0 +1,127 @@
+/* cmd_serve.c: `onnxq serve`: settings from ONNXQ_* environment variables
+ * (for Docker), overridden by flags; then run the daemon until SIGTERM or
+ * SIGINT, which stop it gracefully (running jobs finish, exit status 0). */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "server.h"
+
+static void serve_usage(FILE *f) {
+    fprintf(f,
+            "usage: onnxq serve [options]\n"
+            "\n"
+            "Runs the HTTP API: POST /v1/jobs (multipart: model, calibration, eval, labels,\n"
+            "config), GET /v1/jobs[/{id}[/model|/report]], DELETE /v1/jobs/{id}, /healthz,\n"
+            "/readyz, /metrics, /v1/version. Each option also reads an environment variable.\n"
+            "\n"
+            "  --listen IP:PORT      address to bind (ONNXQ_LISTEN; default 127.0.0.1:8080; port 0 = any)\n"
+            "  --data-dir DIR        jobs, uploads and results (ONNXQ_DATA_DIR; required)\n"
+            "  --workers N           jobs run at once (ONNXQ_WORKERS; default 1)\n"
+            "  --max-upload BYTES    largest request body, suffixes K M G (ONNXQ_MAX_UPLOAD; default 1G)\n"
+            "  --max-queue N         jobs waiting before 429 (ONNXQ_MAX_QUEUE; default 16)\n"
+            "  --token-file FILE     require 'Authorization: Bearer <token>' (ONNXQ_TOKEN_FILE)\n"
+            "  -h, --help            this help\n");
+}
+
+/* A positive count with an optional binary suffix (K, M, G); false on junk
+ * or overflow, so a typo never becomes a silent default. */
+static bool parse_size(const char *s, unsigned long long max, unsigned long long *out) {
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned shift = 0;
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30;
+    if (shift)
+        end++;
+    if (errno || *end || v == 0 || v > (max >> shift))
+        return false;
+    *out = v << shift;
+    return true;
+}
+
+static bool parse_arg(const char *what, const char *s, unsigned long long max, unsigned long long *out) {
+    if (parse_size(s, max, out))
+        return true;
+    fprintf(stderr, "onnxq: %s: '%s' is not a positive number up to %llu\n", what, s, max);
+    return false;
+}
+
+int oq_cmd_serve(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, 'l'},     {"data-dir", required_argument, NULL, 'd'},
+        {"workers", required_argument, NULL, 'w'},    {"max-upload", required_argument, NULL, 'u'},
+        {"max-queue", required_argument, NULL, 'q'},  {"token-file", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
+    const char *listen_at = getenv("ONNXQ_LISTEN"), *data_dir = getenv("ONNXQ_DATA_DIR");
+    const char *token_file = getenv("ONNXQ_TOKEN_FILE");
+    const char *workers_s = getenv("ONNXQ_WORKERS"), *upload_s = getenv("ONNXQ_MAX_UPLOAD");
+    const char *queue_s = getenv("ONNXQ_MAX_QUEUE");
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
+        switch (c) {
+        case 'l': listen_at = optarg; break;
+        case 'd': data_dir = optarg; break;
+        case 'w': workers_s = optarg; break;
+        case 'u': upload_s = optarg; break;
+        case 'q': queue_s = optarg; break;
+        case 't': token_file = optarg; break;
+        case 'h': serve_usage(stdout); return 0;
+        default: serve_usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        serve_usage(stderr);
+        return 2;
+    }
+    unsigned long long workers = 1, max_upload = 1ull << 30, max_queue = 16;
+    if ((workers_s && !parse_arg("--workers", workers_s, 256, &workers)) ||
+        (upload_s && !parse_arg("--max-upload", upload_s, 1ull << 42, &max_upload)) ||
+        (queue_s && !parse_arg("--max-queue", queue_s, 100000, &max_queue)))
+        return 2;
+    if (!data_dir || !*data_dir) {
+        fprintf(stderr, "onnxq: serve: --data-dir (or ONNXQ_DATA_DIR) is required\n");
+        return 2;
+    }
+    oq_server_opts opts = {
+        .listen = listen_at && *listen_at ? listen_at : "127.0.0.1:8080",
+        .data_dir = data_dir,
+        .token_file = token_file && *token_file ? token_file : NULL,
+        .workers = (int)workers,
+        .max_upload = max_upload,
+        .max_queue = (size_t)max_queue,
+    };
+    /* Block the stop signals in every thread (they inherit the mask) and
+     * take them here with sigwait: no async-signal-safety puzzles. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a client hanging up is an error return, not a death */
+    oq_server *srv = NULL;
+    oq_error err = {0};
+    if (oq_server_start(&opts, &srv, &err) != OQ_OK) {
+        fprintf(stderr, "onnxq: serve: %s\n", err.msg);
+        return 1;
+    }
+    int sig = 0;
+    sigwait(&stop, &sig);
+    fprintf(stderr, "onnxq: serve: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    oq_server_stop(srv);
+    oq_server_free(srv);
+    return 0;
+}

@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# cli_serve.sh: end-to-end checks of `onnxq serve`: starts the real daemon on
+# an ephemeral loopback port with a temporary data dir and drives it with
+# curl: a quantize job to success and its downloads, the error contract
+# (400/404/405/413/415/422/401), metrics, restart recovery, SIGTERM.
+# Usage: bash cli_serve.sh <onnxq> <shared-dir>
+set -u
+
+ONNXQ=${1:?usage: cli_serve.sh <path-to-onnxq> <shared-dir>}
+SHARED=${2:?usage: cli_serve.sh <path-to-onnxq> <shared-dir>}
+MODEL=$SHARED/models/fmnist/fmnist_cnn.onnx
+CALIB=$SHARED/models/fmnist/calib_input.npy
+CONFIG='{"mode":"static","max_samples":200}'
+JOB_TIMEOUT=${OQ_SERVE_JOB_TIMEOUT:-120}
+
+[ -x "$ONNXQ" ] || { echo "cli_serve.sh: $ONNXQ is not executable" >&2; exit 1; }
+for f in "$MODEL" "$CALIB"; do
+    [ -f "$f" ] || { echo "cli_serve.sh: missing shared file $f" >&2; exit 1; }
+done
+command -v curl >/dev/null || { echo "cli_serve.sh: curl is required" >&2; exit 1; }
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); }
+fail() {
+    failed=$((failed + 1))
+    echo "FAIL: $*" >&2
+}
+expect_eq() {
+    if [ "$2" == "$3" ]; then pass; else fail "$1: expected '$2', got '$3'"; fi
+}
+expect_grep() {
+    if grep -qF -- "$3" "$2"; then pass; else fail "$1: '$3' not found in $(head -c 400 "$2")"; fi
+}
+expect_no_grep() {
+    if ! grep -qF -- "$3" "$2"; then pass; else fail "$1: '$3' found"; fi
+}
+
+# jfield FILE KEY... : the value at that path, raw strings (jq, else python3).
+if command -v jq >/dev/null 2>&1; then
+    jfield() {
+        local f=$1
+        shift
+        jq -r "getpath([\$ARGS.positional[] | (tonumber? // .)]) | if type == \"string\" then . else tojson end" \
+            "$f" --args "$@" 2>/dev/null
+    }
+else
+    jfield() {
+        python3 - "$@" <<'PY' 2>/dev/null
+import json, sys
+v = json.load(open(sys.argv[1]))
+for k in sys.argv[2:]:
+    v = v[int(k)] if isinstance(v, list) else (v.get(k) if isinstance(v, dict) else None)
+print(v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))
+PY
+    }
+fi
+
+# start_daemon NAME ARGS...: sets PID and URL; waits (bounded) for the
+# "listening on" line, which carries the port chosen by the kernel.
+start_daemon() {
+    local name=$1
+    shift
+    "$ONNXQ" serve --listen 127.0.0.1:0 "$@" 2>"$TMP/$name.log" &
+    PID=$!
+    PIDS+=("$PID")
+    local port=""
+    for _ in $(seq 1 100); do
+        port=$(head -n 1 "$TMP/$name.log" | grep -o 'listening on 127\.0\.0\.1:[0-9]*' | cut -d: -f2)
+        [ -n "$port" ] && break
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$port" ]; then
+        echo "cli_serve.sh: daemon $name did not start:" >&2
+        cat "$TMP/$name.log" >&2
+        exit 1
+    fi
+    URL=http://127.0.0.1:$port
+    # The first line is logged before recovery and MHD start: wait for /healthz.
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null "$URL/healthz" && break
+        sleep 0.1
+    done
+}
+
+# stop_daemon PID: SIGTERM, bounded wait; the exit status in STOP_RC (run
+# in this shell, not in $(...): only the parent can wait for it).
+stop_daemon() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 600); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null
+        STOP_RC=timeout
+        return
+    fi
+    wait "$pid"
+    STOP_RC=$?
+}
+
+# req DESC EXPECTED-STATUS CURL-ARGS...: body in $TMP/body.
+req() {
+    local desc=$1 want=$2
+    shift 2
+    local got
+    got=$(curl -s -o "$TMP/body" -w '%{http_code}' --max-time 60 "$@")
+    expect_eq "$desc: HTTP status" "$want" "$got"
+}
+# req_error DESC STATUS CODE CURL-ARGS...: the JSON error contract.
+req_error() {
+    local desc=$1 want=$2 code=$3
+    shift 3
+    req "$desc" "$want" "$@"
+    expect_eq "$desc: error code" "$code" "$(jfield "$TMP/body" error code)"
+    local msg
+    msg=$(jfield "$TMP/body" error message)
+    if [ -n "$msg" ] && [ "$msg" != null ]; then pass; else fail "$desc: no error message"; fi
+    [ "$(jfield "$TMP/body" error detail)" != null ] && pass || fail "$desc: no error detail"
+}
+
+# wait_job URL ID: polls until the job leaves queued/running (bounded).
+wait_job() {
+    local state=""
+    for _ in $(seq 1 $((JOB_TIMEOUT * 4))); do
+        curl -s -o "$TMP/job.json" --max-time 10 "$1/v1/jobs/$2"
+        state=$(jfield "$TMP/job.json" state)
+        [ "$state" != queued ] && [ "$state" != running ] && break
+        sleep 0.25
+    done
+    echo "$state"
+}
+
+DATA=$TMP/data
+start_daemon a --data-dir "$DATA" --max-upload 8M --workers 1
+A_PID=$PID
+A=$URL
+expect_grep "log: first line" "$TMP/a.log" "listening on 127.0.0.1:"
+
+# ---- health, version, routing ------------------------------------------------
+req "GET /healthz" 200 "$A/healthz"
+expect_eq "/healthz body" ok "$(jfield "$TMP/body" status)"
+req "GET /readyz" 200 "$A/readyz"
+req "GET /v1/version" 200 "$A/v1/version"
+expect_eq "/v1/version name" onnxq "$(jfield "$TMP/body" name)"
+req_error "unknown route" 404 ENOTFOUND "$A/v2/nothing"
+req_error "unknown job id" 404 ENOTFOUND "$A/v1/jobs/0123456789abcdef0123456789abcdef"
+req_error "malformed job id" 404 ENOTFOUND "$A/v1/jobs/..%2F..%2Fetc"
+req_error "unknown job's model" 404 ENOTFOUND "$A/v1/jobs/0123456789abcdef0123456789abcdef/model"
+req_error "PUT /v1/jobs" 405 EMETHOD -X PUT "$A/v1/jobs"
+
+# ---- rejected submissions: nothing is queued, nothing stays on disk ------------
+req_error "bad config JSON" 400 EINVAL -F model=@"$MODEL" -F calibration=@"$CALIB" -F 'config={"mode":' "$A/v1/jobs"
+expect_eq "bad config JSON: detail" config "$(jfield "$TMP/body" error detail)"
+req_error "unknown config key" 400 EINVAL -F model=@"$MODEL" -F calibration=@"$CALIB" \
+    -F 'config={"mode":"static","no_such_key":1}' "$A/v1/jobs"
+expect_grep "unknown config key: named" "$TMP/body" "no_such_key"
+req_error "config not an object" 400 EINVAL -F model=@"$MODEL" -F calibration=@"$CALIB" -F 'config=[1]' "$A/v1/jobs"
+req_error "missing model field" 400 EINVAL -F calibration=@"$CALIB" -F "config=$CONFIG" "$A/v1/jobs"
+expect_eq "missing model: detail" model "$(jfield "$TMP/body" error detail)"
+req_error "static without calibration" 422 EDATA -F model=@"$MODEL" -F "config=$CONFIG" "$A/v1/jobs"
+req_error "unknown form field" 400 EINVAL -F model=@"$MODEL" -F weights=@"$CALIB" "$A/v1/jobs"
+req_error "model given twice" 400 EINVAL -F model=@"$MODEL" -F model=@"$MODEL" "$A/v1/jobs"
+req_error "not multipart" 415 EINVAL -H 'Content-Type: application/json' --data '{}' "$A/v1/jobs"
+head -c $((9 * 1024 * 1024)) /dev/zero >"$TMP/big.bin"
+req_error "upload over --max-upload (Content-Length)" 413 ELIMIT -F model=@"$TMP/big.bin" "$A/v1/jobs"
+req_error "upload over --max-upload (chunked, while streaming)" 413 ELIMIT -H 'Transfer-Encoding: chunked' \
+    -F model=@"$TMP/big.bin" "$A/v1/jobs"
+printf -- '--XYZ\r\nContent-Disposition: form-data; name="model"; filename="m"\r\n\r\nabc' >"$TMP/trunc.body"
+req_error "truncated multipart body" 400 EINVAL -H 'Content-Type: multipart/form-data; boundary=XYZ' \
+    --data-binary @"$TMP/trunc.body" "$A/v1/jobs"
+left=$(find "$DATA/jobs" -mindepth 1 -maxdepth 1 | wc -l)
+expect_eq "rejected uploads leave no job folders" 0 "$left"
+req "GET /v1/jobs (empty)" 200 "$A/v1/jobs"
+expect_eq "no jobs listed" "[]" "$(jfield "$TMP/body" jobs)"
+
+# ---- a job that fails: the error is reported, no server path leaks -----------
+head -c 4096 /dev/urandom >"$TMP/random.onnx"
+req "POST a random-bytes model" 202 -F model=@"$TMP/random.onnx" -F calibration=@"$CALIB" "$A/v1/jobs"
+BAD=$(jfield "$TMP/body" id)
+expect_eq "failed job: final state" failed "$(wait_job "$A" "$BAD")"
+code=$(jfield "$TMP/job.json" error code)
+if [ -n "$code" ] && [ "$code" != null ]; then pass; else fail "failed job: no error code"; fi
+expect_no_grep "failed job: message hides the data dir" "$TMP/job.json" "$DATA"
+req_error "model of a failed job" 409 EINVAL "$A/v1/jobs/$BAD/model"
+req "DELETE a finished job" 204 -X DELETE "$A/v1/jobs/$BAD"
+req_error "deleted job is gone" 404 ENOTFOUND "$A/v1/jobs/$BAD"
+[ -e "$DATA/jobs/$BAD" ] && fail "deleted job's folder remains" || pass
+
+# ---- the real thing: quantize fmnist_cnn -------------------------------------
+req "POST /v1/jobs fmnist_cnn" 202 -F model=@"$MODEL" -F calibration=@"$CALIB" -F "config=$CONFIG" "$A/v1/jobs"
+ID=$(jfield "$TMP/body" id)
+expect_eq "202 state" queued "$(jfield "$TMP/body" state)"
+expect_eq "202 url" "/v1/jobs/$ID" "$(jfield "$TMP/body" url)"
+if [[ "$ID" =~ ^[0-9a-f]{32}$ ]]; then pass; else fail "job id is not 32 hex digits: $ID"; fi
+state=$(wait_job "$A" "$ID")
+expect_eq "fmnist_cnn job: final state" succeeded "$state"
+[ "$state" = succeeded ] || cat "$TMP/job.json" >&2
+expect_eq "job progress done == total" "$(jfield "$TMP/job.json" progress total)" "$(jfield "$TMP/job.json" progress done)"
+for k in created started finished; do
+    if [[ "$(jfield "$TMP/job.json" "$k")" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$ ]]; then pass; else fail "job $k is not ISO-8601"; fi
+done
+req "GET model" 200 -D "$TMP/headers" "$A/v1/jobs/$ID/model"
+cp "$TMP/body" "$TMP/model.int8.onnx"
+expect_grep "model content type" "$TMP/headers" "application/octet-stream"
+"$ONNXQ" inspect --json "$TMP/model.int8.onnx" >"$TMP/inspect.json" 2>"$TMP/inspect.err"
+expect_eq "downloaded model: onnxq inspect exit status" 0 $?
+expect_grep "downloaded model has QuantizeLinear" "$TMP/inspect.json" '"QuantizeLinear"'
+req "GET report" 200 "$A/v1/jobs/$ID/report"
+outs=$(jfield "$TMP/body" evaluation outputs)
+if [ -n "$outs" ] && [ "$outs" != null ] && [ "$outs" != "[]" ]; then pass; else fail "report has no evaluation.outputs"; fi
+req "GET /v1/jobs" 200 "$A/v1/jobs"
+expect_eq "list holds the job" "$ID" "$(jfield "$TMP/body" jobs 0 id)"
+req "GET /metrics" 200 "$A/metrics"
+expect_grep "metrics: requests" "$TMP/body" "onnxq_http_requests_total{"
+expect_grep "metrics: 413s counted" "$TMP/body" 'code="413"'
+expect_grep "metrics: succeeded jobs" "$TMP/body" 'onnxq_jobs{state="succeeded"} 1'
+expect_grep "metrics: queue depth" "$TMP/body" "onnxq_queue_depth 0"
+expect_grep "log: one line per request" "$TMP/a.log" "event=request method=POST path=\"/v1/jobs\""
+expect_grep "log: job state change" "$TMP/a.log" "id=$ID state=succeeded"
+
+stop_daemon "$A_PID"
+expect_eq "SIGTERM: exit status" 0 "$STOP_RC"
+
+# ---- restart on the same data dir ---------------------------------------------
+# A job.json left "running" by a crashed process must come back failed.
+GHOST=ffffffffffffffffffffffffffffffff
+mkdir -p "$DATA/jobs/$GHOST/upload"
+sed -e "s/$ID/$GHOST/g" -e 's/"state": "succeeded"/"state": "running"/' "$DATA/jobs/$ID/job.json" \
+    >"$DATA/jobs/$GHOST/job.json"
+start_daemon b --data-dir "$DATA"
+B_PID=$PID
+B=$URL
+req "after restart: GET job" 200 "$B/v1/jobs/$ID"
+expect_eq "after restart: still succeeded" succeeded "$(jfield "$TMP/body" state)"
+req "after restart: GET model" 200 "$B/v1/jobs/$ID/model"
+if cmp -s "$TMP/body" "$TMP/model.int8.onnx"; then pass; else fail "after restart: model differs"; fi
+req "after restart: list" 200 "$B/v1/jobs"
+expect_grep "after restart: job listed" "$TMP/body" "$ID"
+req "after restart: interrupted job" 200 "$B/v1/jobs/$GHOST"
+expect_eq "interrupted job: failed" failed "$(jfield "$TMP/body" state)"
+expect_eq "interrupted job: reason" "interrupted by a restart" "$(jfield "$TMP/body" error message)"
+stop_daemon "$B_PID"
+expect_eq "SIGTERM after restart: exit status" 0 "$STOP_RC"
+
+# ---- bearer token -------------------------------------------------------------
+printf 's3cret-token\n' >"$TMP/token"
+start_daemon c --data-dir "$TMP/data-c" --token-file "$TMP/token"
+C_PID=$PID
+C=$URL
+req "token: /healthz stays open" 200 "$C/healthz"
+req_error "token: missing" 401 EAUTH "$C/v1/jobs"
+req_error "token: wrong" 401 EAUTH -H 'Authorization: Bearer s3cret-tokex' "$C/v1/jobs"
+req_error "token: prefix of the right one" 401 EAUTH -H 'Authorization: Bearer s3cret' "$C/v1/jobs"
+req_error "token: POST without it" 401 EAUTH -F model=@"$MODEL" -F calibration=@"$CALIB" "$C/v1/jobs"
+req_error "token: unknown route hidden" 401 EAUTH "$C/nothing"
+req "token: right one" 200 -H 'Authorization: Bearer s3cret-token' "$C/v1/jobs"
+left=$(find "$TMP/data-c/jobs" -mindepth 1 -maxdepth 1 | wc -l)
+expect_eq "token: unauthenticated upload stored nothing" 0 "$left"
+stop_daemon "$C_PID"
+expect_eq "token daemon: SIGTERM: exit status" 0 "$STOP_RC"
+
+"$ONNXQ" serve --data-dir "$TMP/d" --listen nonsense >/dev/null 2>"$TMP/err"
+expect_eq "bad --listen: exit status" 1 $?
+"$ONNXQ" serve --data-dir "$TMP/d" --workers 0 >/dev/null 2>&1
+expect_eq "--workers 0: exit status" 2 $?
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
