@@ -465,7 +465,7 @@ START_TEST(conv_relu_qdq_on_relu_output) {
                   (double)tol);
     json_t *j = oq_rewrite_result_to_json(&res);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "quantize_linear_added")), 2);
-    ck_assert_uint_eq(json_array_size(json_object_get(j, "nodes")), 2);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "decisions")), 2);
     json_decref(j);
     oq_tensor_free(y);
     oq_plan_free(p);
