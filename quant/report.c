@@ -273,10 +273,15 @@ oq_status oq_report_evaluate(const oq_report_inputs *ri, json_t **out, oq_error 
         st = oq_err(err, OQ_EINVAL, "labels has %lld rows, the data %lld", (long long)labels->dims[0],
                     (long long)rows);
 
-    for (int64_t s = 0; st == OQ_OK && s < rows && (fixed <= 0 || s + batch <= rows); s += batch) {
-        int64_t b = s + batch <= rows ? batch : rows - s;
-        oq_tensor *ref[64] = {0}, *got[64] = {0};
+    for (int64_t s = 0; st == OQ_OK && s < rows;) {
         bool layers = layer_rows < OQ_REPORT_LAYER_SAMPLES;
+        /* While the per-layer pass holds a batch's FP32 activations, keep
+         * batches small so that memory stays a few samples' worth. */
+        int64_t step = layers && fixed <= 0 ? OQ_REPORT_LAYER_BATCH : batch;
+        if (fixed > 0 && s + step > rows)
+            break; /* a fixed-batch model takes whole batches only */
+        int64_t b = s + step <= rows ? step : rows - s;
+        oq_tensor *ref[64] = {0}, *got[64] = {0};
         st = run_rows(ri->fp32_plan, ordered, n_data, s, b, ref, layers ? layers_capture : NULL, &ls, err);
         if (st == OQ_OK)
             st = run_rows(q, ordered, n_data, s, b, got, layers ? layers_compare : NULL, &ls, err);
@@ -292,6 +297,7 @@ oq_status oq_report_evaluate(const oq_report_inputs *ri, json_t **out, oq_error 
             oq_tensor_free(got[o]);
         }
         done = s + b;
+        s += b;
         if (in->progress)
             in->progress(in->progress_ctx, "evaluate", (size_t)done, (size_t)rows);
     }

@@ -23,6 +23,8 @@ typedef struct {
 /* Per-layer statistics use at most this many samples (one sample's
  * activations are held at a time). */
 #define OQ_REPORT_LAYER_SAMPLES 64
+/* Rows per run during the per-layer pass (models with a free batch dim). */
+#define OQ_REPORT_LAYER_BATCH 4
 
 /* Runs both models and returns a new JSON object with "evaluation". */
 oq_status oq_report_evaluate(const oq_report_inputs *ri, json_t **out, oq_error *err);
