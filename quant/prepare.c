@@ -651,11 +651,12 @@ static oq_status add_init(cv_ctx *c, cv_node *cn, const char *suffix, const oq_t
     return st == OQ_OK ? oq_edit_add_initializer(c->m, cn->g, *name, t, err) : st;
 }
 
-static oq_status add_i64(cv_ctx *c, cv_node *cn, const char *suffix, const int64_t *v, size_t n,
-                         const char **name, oq_error *err) {
+/* A 1-D initializer of n values of dtype (int64 or float) copied from v. */
+static oq_status add_vector(cv_ctx *c, cv_node *cn, const char *suffix, oq_dtype dtype, const void *v,
+                            size_t n, const char **name, oq_error *err) {
     int64_t dims[1] = {(int64_t)n};
     oq_tensor *t;
-    oq_status st = oq_tensor_new(OQ_DTYPE_INT64, 1, dims, 0, &t, err);
+    oq_status st = oq_tensor_new(dtype, 1, dims, 0, &t, err);
     if (st != OQ_OK)
         return st;
     if (n)
@@ -665,18 +666,14 @@ static oq_status add_i64(cv_ctx *c, cv_node *cn, const char *suffix, const int64
     return st;
 }
 
+static oq_status add_i64(cv_ctx *c, cv_node *cn, const char *suffix, const int64_t *v, size_t n,
+                         const char **name, oq_error *err) {
+    return add_vector(c, cn, suffix, OQ_DTYPE_INT64, v, n, name, err);
+}
+
 static oq_status add_floats(cv_ctx *c, cv_node *cn, const char *suffix, const float *v, size_t n,
                             const char **name, oq_error *err) {
-    int64_t dims[1] = {(int64_t)n};
-    oq_tensor *t;
-    oq_status st = oq_tensor_new(OQ_DTYPE_FLOAT, 1, dims, 0, &t, err);
-    if (st != OQ_OK)
-        return st;
-    if (n)
-        memcpy(t->data, v, t->nbytes);
-    st = add_init(c, cn, suffix, t, name, err);
-    oq_tensor_free(t);
-    return st;
+    return add_vector(c, cn, suffix, OQ_DTYPE_FLOAT, v, n, name, err);
 }
 
 /* A rank-0 float16/float/double initializer holding v. */

@@ -15,6 +15,7 @@
 #include "checked.h"
 #include "constfold.h"
 #include "exec.h"
+#include "feed.h"
 #include "graph.h"
 #include "prepare.h"
 #include "report.h"
@@ -32,98 +33,41 @@ static long peak_rss_bytes(void) {
     return ru.ru_maxrss * 1024L;
 }
 
-/* ---- feeding data sets row by row -------------------------------------- */
+/* ---- feeding calibration data ------------------------------------------- */
 
 typedef struct {
-    const oq_tensor *src[64]; /* per plan input */
-    int n_inputs;
-    int64_t rows;             /* samples available */
-    int64_t batch;            /* rows per run */
+    oq_feed feed;
+    int64_t batch; /* rows per run */
 } feeder;
 
-/* Maps data tensors to the plan's inputs (by name, then in order) and picks
- * the batch: the declared first dim when fixed, else up to 32 rows. */
+/* Maps the data to the plan's inputs, rejects non-finite values (they would
+ * poison every range), and picks the batch: the declared first dim when
+ * fixed, else up to 32 rows. */
 static oq_status feeder_init(feeder *f, oq_plan *plan, const oq_tensor *const *data, size_t n,
                              const char *what, oq_error *err) {
-    memset(f, 0, sizeof *f);
-    f->n_inputs = oq_plan_input_count(plan);
-    if (f->n_inputs > 64)
-        return oq_err(err, OQ_EUNSUPPORTED, "model has %d inputs; at most 64 are supported", f->n_inputs);
-    if (n != (size_t)f->n_inputs)
-        return oq_err(err, OQ_EINVAL, "%s data has %zu tensors, the model has %d inputs", what, n, f->n_inputs);
-    bool used[64] = {false};
-    for (int i = 0; i < f->n_inputs; i++)
-        for (size_t k = 0; k < n; k++)
-            if (!used[k] && data[k]->name && strcmp(data[k]->name, oq_plan_input_name(plan, i)) == 0) {
-                f->src[i] = data[k];
-                used[k] = true;
-                break;
-            }
-    for (int i = 0; i < f->n_inputs; i++)
-        for (size_t k = 0; !f->src[i] && k < n; k++)
-            if (!used[k]) {
-                f->src[i] = data[k];
-                used[k] = true;
-            }
-    f->rows = -1;
-    for (int i = 0; i < f->n_inputs; i++) {
-        const oq_tensor *t = f->src[i];
-        const char *in = oq_plan_input_name(plan, i);
-        if (t->rank < 1)
-            return oq_err(err, OQ_EINVAL, "%s tensor '%s' for input '%s' needs a sample axis", what,
-                          t->name ? t->name : "?", in);
-        int want = oq_plan_input_dtype(plan, i);
-        if (want && (int)t->dtype != want)
-            return oq_err(err, OQ_EINVAL, "%s tensor '%s' is %s, input '%s' takes %s", what,
-                          t->name ? t->name : "?", oq_dtype_name(t->dtype), in, oq_dtype_name(want));
-        if (f->rows >= 0 && t->dims[0] != f->rows)
-            return oq_err(err, OQ_EINVAL, "%s tensors disagree on the number of samples (%lld vs %lld)", what,
-                          (long long)t->dims[0], (long long)f->rows);
-        f->rows = t->dims[0];
-        if (t->dtype == OQ_DTYPE_FLOAT) {
-            const float *v = t->data;
-            for (size_t e = 0; e < t->count; e++)
-                if (!isfinite(v[e]))
-                    return oq_err(err, OQ_EDATA, "%s tensor '%s' holds %s at element %zu", what,
-                                  t->name ? t->name : "?", isnan(v[e]) ? "NaN" : "Inf", e);
-        }
+    oq_status st = oq_feed_map(&f->feed, plan, data, n, what, err);
+    if (st != OQ_OK)
+        return st;
+    for (int i = 0; i < f->feed.n_inputs; i++) {
+        const oq_tensor *t = f->feed.src[i];
+        if (t->dtype != OQ_DTYPE_FLOAT)
+            continue;
+        const float *v = t->data;
+        for (size_t e = 0; e < t->count; e++)
+            if (!isfinite(v[e]))
+                return oq_err(err, OQ_EDATA, "%s tensor '%s' holds %s at element %zu", what,
+                              t->name ? t->name : "?", isnan(v[e]) ? "NaN" : "Inf", e);
     }
-    if (f->rows <= 0)
+    if (f->feed.rows <= 0)
         return oq_err(err, OQ_EINVAL, "%s data has no samples", what);
     f->batch = 32;
     int64_t fixed = oq_plan_input_batch(plan, 0);
     if (fixed > 0)
         f->batch = fixed;
-    if (f->batch > f->rows && fixed > 0)
+    if (f->batch > f->feed.rows && fixed > 0)
         return oq_err(err, OQ_EINVAL, "%s data has %lld samples, the model's batch is fixed at %lld", what,
-                      (long long)f->rows, (long long)fixed);
+                      (long long)f->feed.rows, (long long)fixed);
     return OQ_OK;
-}
-
-/* Views of rows [start, start+b) of every input, borrowed. */
-static oq_status feeder_rows(const feeder *f, int64_t start, int64_t b, oq_tensor **views, oq_error *err) {
-    for (int i = 0; i < f->n_inputs; i++) {
-        const oq_tensor *t = f->src[i];
-        int64_t dims[OQ_MAX_RANK];
-        memcpy(dims, t->dims, sizeof dims);
-        dims[0] = b;
-        size_t row = t->nbytes / (size_t)t->dims[0];
-        oq_status st = oq_tensor_wrap(t->dtype, t->rank, dims, (uint8_t *)t->data + (size_t)start * row,
-                                      (size_t)b * row, &views[i], err);
-        if (st != OQ_OK) {
-            for (int k = 0; k < i; k++)
-                oq_tensor_free(views[k]);
-            return st;
-        }
-    }
-    return OQ_OK;
-}
-
-static void free_views(oq_tensor **views, int n) {
-    for (int i = 0; i < n; i++) {
-        oq_tensor_free(views[i]);
-        views[i] = NULL;
-    }
 }
 
 /* ---- calibration ---------------------------------------------------------- */
@@ -145,7 +89,7 @@ static oq_status calibrate(oq_plan *plan, oq_calibrator *cal, const oq_quant_con
     oq_status st = feeder_init(&f, plan, in->calib, in->n_calib, "calibration", err);
     if (st != OQ_OK)
         return st;
-    int64_t rows = f.rows;
+    int64_t rows = f.feed.rows;
     if (cfg->max_samples > 0 && rows > cfg->max_samples)
         rows = cfg->max_samples;
     /* A fixed-batch model takes whole batches only; the rest is unused. */
@@ -154,12 +98,13 @@ static oq_status calibrate(oq_plan *plan, oq_calibrator *cal, const oq_quant_con
     for (int64_t s = 0; s < rows && (!fixed || s + f.batch <= rows); s += f.batch) {
         int64_t b = s + f.batch <= rows ? f.batch : rows - s;
         oq_tensor *views[64] = {0}, *outs[64] = {0};
-        st = feeder_rows(&f, s, b, views, err);
+        st = oq_feed_rows(&f.feed, s, b, views, err);
         if (st != OQ_OK)
             return st;
         int n_out = oq_plan_output_count(plan);
-        st = oq_plan_run(plan, (const oq_tensor *const *)views, f.n_inputs, outs, oq_calibrator_observe, cal, err);
-        free_views(views, f.n_inputs);
+        st = oq_plan_run(plan, (const oq_tensor *const *)views, f.feed.n_inputs, outs, oq_calibrator_observe, cal,
+                         err);
+        oq_feed_views_free(views, f.feed.n_inputs);
         for (int o = 0; o < n_out && o < 64; o++)
             oq_tensor_free(outs[o]);
         if (st != OQ_OK) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "checked.h"
+#include "feed.h"
 #include "strmap.h"
 
 void oq_error_acc_add(oq_error_acc *a, const float *ref, const float *got, size_t n) {
@@ -184,52 +185,15 @@ static void layers_free(layer_set *ls) {
 
 /* ---- driver ------------------------------------------------------------------ */
 
-static oq_status run_rows(oq_plan *plan, const oq_tensor *const *data, size_t n_data, int64_t start, int64_t b,
-                          oq_tensor **outs, oq_observer_fn obs, void *obs_ctx, oq_error *err) {
-    int n_in = oq_plan_input_count(plan);
-    oq_tensor *views[64] = {0};
-    oq_status st = OQ_OK;
-    for (int i = 0; i < n_in && st == OQ_OK; i++) {
-        const oq_tensor *t = data[i < (int)n_data ? i : 0];
-        int64_t dims[OQ_MAX_RANK];
-        memcpy(dims, t->dims, sizeof dims);
-        dims[0] = b;
-        size_t row = t->nbytes / (size_t)t->dims[0];
-        st = oq_tensor_wrap(t->dtype, t->rank, dims, (uint8_t *)t->data + (size_t)start * row, (size_t)b * row,
-                            &views[i], err);
-    }
+/* Runs rows [start, start+b) of the data set through plan. */
+static oq_status run_rows(oq_plan *plan, const oq_feed *feed, int64_t start, int64_t b, oq_tensor **outs,
+                          oq_observer_fn obs, void *obs_ctx, oq_error *err) {
+    oq_tensor *views[OQ_FEED_MAX_INPUTS] = {0};
+    oq_status st = oq_feed_rows(feed, start, b, views, err);
     if (st == OQ_OK)
-        st = oq_plan_run(plan, (const oq_tensor *const *)views, n_in, outs, obs, obs_ctx, err);
-    for (int i = 0; i < n_in; i++)
-        oq_tensor_free(views[i]);
+        st = oq_plan_run(plan, (const oq_tensor *const *)views, feed->n_inputs, outs, obs, obs_ctx, err);
+    oq_feed_views_free(views, feed->n_inputs);
     return st;
-}
-
-/* Orders data tensors like the plan's inputs (by name, then in order). */
-static oq_status order_inputs(oq_plan *plan, const oq_tensor *const *data, size_t n, const oq_tensor **out,
-                              oq_error *err) {
-    int n_in = oq_plan_input_count(plan);
-    if ((size_t)n_in != n || n_in > 64)
-        return oq_err(err, OQ_EINVAL, "evaluation data has %zu tensors, the model has %d inputs", n, n_in);
-    bool used[64] = {false};
-    for (int i = 0; i < n_in; i++) {
-        out[i] = NULL;
-        for (size_t k = 0; k < n && !out[i]; k++)
-            if (!used[k] && data[k]->name && strcmp(data[k]->name, oq_plan_input_name(plan, i)) == 0) {
-                out[i] = data[k];
-                used[k] = true;
-            }
-    }
-    for (int i = 0; i < n_in; i++)
-        for (size_t k = 0; k < n && !out[i]; k++)
-            if (!used[k]) {
-                out[i] = data[k];
-                used[k] = true;
-            }
-    for (int i = 0; i < n_in; i++)
-        if (out[i]->rank < 1 || out[i]->dims[0] != out[0]->dims[0])
-            return oq_err(err, OQ_EINVAL, "evaluation tensors must share their first (sample) dimension");
-    return OQ_OK;
 }
 
 oq_status oq_report_evaluate(const oq_report_inputs *ri, json_t **out, oq_error *err) {
@@ -250,8 +214,8 @@ oq_status oq_report_evaluate(const oq_report_inputs *ri, json_t **out, oq_error 
         oq_err_prefix(err, "quantized model: ");
         return st;
     }
-    const oq_tensor *ordered[64];
-    st = order_inputs(ri->fp32_plan, data, n_data, ordered, err);
+    oq_feed feed;
+    st = oq_feed_map(&feed, ri->fp32_plan, data, n_data, on_eval ? "evaluation" : "calibration", err);
     int n_out = oq_plan_output_count(ri->fp32_plan);
     output_stats *os = calloc((size_t)n_out + 1, sizeof *os);
     layer_set ls = {.max_bytes = (size_t)512 << 20};
@@ -260,7 +224,7 @@ oq_status oq_report_evaluate(const oq_report_inputs *ri, json_t **out, oq_error 
     if (st == OQ_OK)
         st = oq_strmap_new(OQ_STRMAP_BORROW, 256, &ls.index, err);
 
-    int64_t rows = st == OQ_OK ? ordered[0]->dims[0] : 0;
+    int64_t rows = st == OQ_OK ? feed.rows : 0;
     if (in->max_eval_samples && rows > (int64_t)in->max_eval_samples)
         rows = (int64_t)in->max_eval_samples;
     int64_t fixed = oq_plan_input_batch(ri->fp32_plan, 0);
@@ -282,9 +246,9 @@ oq_status oq_report_evaluate(const oq_report_inputs *ri, json_t **out, oq_error 
             break; /* a fixed-batch model takes whole batches only */
         int64_t b = s + step <= rows ? step : rows - s;
         oq_tensor *ref[64] = {0}, *got[64] = {0};
-        st = run_rows(ri->fp32_plan, ordered, n_data, s, b, ref, layers ? layers_capture : NULL, &ls, err);
+        st = run_rows(ri->fp32_plan, &feed, s, b, ref, layers ? layers_capture : NULL, &ls, err);
         if (st == OQ_OK)
-            st = run_rows(q, ordered, n_data, s, b, got, layers ? layers_compare : NULL, &ls, err);
+            st = run_rows(q, &feed, s, b, got, layers ? layers_compare : NULL, &ls, err);
         if (layers)
             layer_rows += b;
         for (int o = 0; st == OQ_OK && o < n_out; o++) {
