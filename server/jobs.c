@@ -1,6 +1,7 @@
 /* jobs.c: the job store: jobs in memory (one mutex), persisted atomically as
- * DATA_DIR/jobs/<id>/job.json on every state change, and a pthread worker
- * pool running oq_quantize on them, off the HTTP threads. */
+ * DATA_DIR/jobs/<id>/job.json on every state change, a pthread worker pool
+ * running oq_quantize on them off the HTTP threads, and a sweeper thread
+ * removing finished jobs older than the TTL. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,8 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checked.h"
@@ -31,6 +32,8 @@ typedef struct oq_job {
     char err_code[24];
     char err_msg[OQ_ERROR_MSG_MAX];
     int abort_flag; /* read by oq_quantize through a volatile pointer */
+    bool shutdown_abort; /* the abort came from oq_jobs_drain, not a DELETE */
+    oq_job_waiter *waiter;
     json_t *config;
     int n_calib;
     bool has_eval, has_labels;
@@ -40,12 +43,18 @@ typedef struct oq_job {
 struct oq_jobs {
     char jobs_dir[PATH_MAX];
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;      /* workers: a job was queued, or stopping */
+    pthread_cond_t done_cv; /* drain: a running job ended */
+    pthread_cond_t sweep_cv;
     oq_job *head, *tail;
     size_t max_queue;
-    bool stopping;
+    int64_t ttl_ms; /* 0: keep forever */
+    bool stopping, closing;
     pthread_t *threads;
     int n_threads;
+    pthread_t sweeper;
+    bool has_sweeper;
+    oq_job_waiter *notify; /* waiters to tell once the lock is released */
 };
 
 static const char *const state_names[OQ_JOB_STATE_COUNT] = {"queued", "running", "succeeded",
@@ -138,6 +147,63 @@ static void log_state(const oq_job *j) {
         oq_log("job", "id=%s state=%s", j->id, oq_job_state_name(j->state));
 }
 
+static bool terminal(oq_job_state s) {
+    return s == OQ_JOB_SUCCEEDED || s == OQ_JOB_FAILED || s == OQ_JOB_CANCELLED;
+}
+
+/* Detaches j's waiter and fills its result; told in unlock_and_notify. */
+static void release_waiter_locked(oq_jobs *js, oq_job *j, bool shutdown) {
+    oq_job_waiter *w = j->waiter;
+    if (!w)
+        return;
+    j->waiter = NULL;
+    w->state = j->state;
+    w->shutdown = shutdown;
+    w->status = j->err_code[0] ? oq_status_from_name(j->err_code) : OQ_OK;
+    snprintf(w->err_code, sizeof w->err_code, "%s", j->err_code);
+    snprintf(w->err_msg, sizeof w->err_msg, "%s", j->err_msg);
+    w->fd = -1;
+    w->size = 0;
+    if (j->state == OQ_JOB_SUCCEEDED) {
+        char path[PATH_MAX];
+        job_path(js, j->id, "model.int8.onnx", path, sizeof path);
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        struct stat st;
+        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+            w->fd = fd;
+            w->size = (uint64_t)st.st_size;
+        } else {
+            if (fd >= 0)
+                close(fd);
+            w->status = OQ_EIO;
+            snprintf(w->err_code, sizeof w->err_code, "%s", oq_status_name(OQ_EIO));
+            snprintf(w->err_msg, sizeof w->err_msg, "job %s: the model file is missing", j->id);
+        }
+    }
+    w->next_notify = js->notify;
+    js->notify = w;
+}
+
+/* Notifications run without the lock: a waiter resumes an HTTP
+ * connection, which takes libmicrohttpd's own locks. */
+static void unlock_and_notify(oq_jobs *js) {
+    oq_job_waiter *w = js->notify;
+    js->notify = NULL;
+    pthread_mutex_unlock(&js->mu);
+    while (w) {
+        oq_job_waiter *next = w->next_notify; /* w may be freed once told */
+        w->notify(w);
+        w = next;
+    }
+}
+
+/* The uploads are only read by the run: once a job has ended they go. */
+static void drop_upload(const oq_jobs *js, const char *id) {
+    char path[PATH_MAX];
+    job_path(js, id, "upload", path, sizeof path);
+    oq_rm_tree(path);
+}
+
 static void set_state_locked(oq_jobs *js, oq_job *j, oq_job_state s, const char *code,
                              const char *msg) {
     j->state = s;
@@ -151,6 +217,8 @@ static void set_state_locked(oq_jobs *js, oq_job *j, oq_job_state s, const char 
     }
     persist_locked(js, j);
     log_state(j);
+    if (terminal(s))
+        release_waiter_locked(js, j, j->shutdown_abort);
 }
 
 static oq_job *find_locked(oq_jobs *js, const char *id) {
@@ -188,21 +256,9 @@ static void progress(void *ctx, const char *stage, size_t done, size_t total) {
         oq_log("job", "id=%s state=running stage=%s total=%zu", p->j->id, stage, total);
 }
 
-/* Replaces our folder names in a message by the field the client sent:
- * clients never see (or need) the server's paths. */
+/* Our folder names in a message become the field the client sent. */
 static void err_rename(oq_error *err, const char *path, const char *label) {
-    char out[OQ_ERROR_MSG_MAX];
-    size_t n = 0, lp = strlen(path), ll = strlen(label);
-    for (const char *s = err->msg; *s && n + 1 < sizeof out;) {
-        if (strncmp(s, path, lp) == 0 && n + ll + 1 < sizeof out) {
-            memcpy(out + n, label, ll);
-            n += ll;
-            s += lp;
-        } else
-            out[n++] = *s++;
-    }
-    out[n] = '\0';
-    memcpy(err->msg, out, n + 1);
+    oq_msg_replace(err->msg, sizeof err->msg, path, label);
 }
 
 static oq_status load_into(const char *path, const char *label, oq_tensor_list *all, oq_error *err) {
@@ -318,12 +374,19 @@ static void *worker_main(void *arg) {
          * so j stays valid while the lock is released. */
         oq_error err = {0};
         oq_status st = run_job(js, j, &err);
+        drop_upload(js, j->id);
         pthread_mutex_lock(&js->mu);
         if (st == OQ_OK)
             set_state_locked(js, j, OQ_JOB_SUCCEEDED, NULL, NULL);
+        else if (st == OQ_ECANCELLED && j->shutdown_abort)
+            set_state_locked(js, j, OQ_JOB_FAILED, oq_status_name(st),
+                             "server shutting down: the job did not finish within the grace period");
         else
             set_state_locked(js, j, st == OQ_ECANCELLED ? OQ_JOB_CANCELLED : OQ_JOB_FAILED,
                              oq_status_name(st), err.msg);
+        pthread_cond_broadcast(&js->done_cv);
+        unlock_and_notify(js);
+        pthread_mutex_lock(&js->mu);
     }
     pthread_mutex_unlock(&js->mu);
     return NULL;
@@ -337,6 +400,22 @@ static int64_t ms_field(const json_t *o, const char *key) {
 
 static const char *str_or(const json_t *s) {
     return json_is_string(s) ? json_string_value(s) : "";
+}
+
+/* Temporary files ("*.tmp.XXXXXX") left by a crash in the middle of an
+ * atomic write: never a result, never served. */
+static void clean_job_dir(const oq_jobs *js, const oq_job *j) {
+    char dir[PATH_MAX], p[PATH_MAX + 300];
+    job_path(js, j->id, NULL, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    for (struct dirent *e; (e = readdir(d));)
+        if (strstr(e->d_name, ".tmp.") && oq_path(p, sizeof p, "%s/%s", dir, e->d_name)) {
+            unlink(p);
+            oq_log("recover", "id=%s msg=\"temporary file removed\"", j->id);
+        }
+    closedir(d);
 }
 
 static void recover_one(oq_jobs *js, const char *id) {
@@ -394,9 +473,19 @@ static void recover_one(oq_jobs *js, const char *id) {
     *pp = j;
     if (!j->next)
         js->tail = j;
-    if (j->state == OQ_JOB_QUEUED || j->state == OQ_JOB_RUNNING)
+    clean_job_dir(js, j);
+    if (j->state == OQ_JOB_RUNNING) {
+        /* Its results may be half-written: only job.json stays. */
+        char p[PATH_MAX];
+        job_path(js, id, "model.int8.onnx", p, sizeof p);
+        unlink(p);
+        job_path(js, id, "report.json", p, sizeof p);
+        unlink(p);
+        drop_upload(js, id);
         set_state_locked(js, j, OQ_JOB_FAILED, oq_status_name(OQ_EINTERNAL),
                          "interrupted by a restart");
+    } else if (j->state == OQ_JOB_QUEUED)
+        oq_log("recover", "id=%s msg=\"queued again\"", id); /* its upload is complete */
 }
 
 static void recover(oq_jobs *js) {
@@ -411,15 +500,65 @@ static void recover(oq_jobs *js) {
 
 /* ---- the API ----------------------------------------------------------- */
 
-oq_status oq_jobs_open(const char *data_dir, int workers, size_t max_queue, oq_jobs **out,
-                       oq_error *err) {
+/* ---- TTL ----------------------------------------------------------------- */
+
+/* Under js->mu: removes finished jobs whose end is older than the TTL. */
+static void sweep_locked(oq_jobs *js) {
+    if (!js->ttl_ms)
+        return;
+    int64_t now = oq_now_ms();
+    oq_job **pp = &js->head, *prev = NULL;
+    while (*pp) {
+        oq_job *j = *pp;
+        if (terminal(j->state) && j->finished && now - j->finished >= js->ttl_ms) {
+            *pp = j->next;
+            if (js->tail == j)
+                js->tail = prev;
+            char path[PATH_MAX];
+            job_path(js, j->id, NULL, path, sizeof path);
+            oq_rm_tree(path);
+            oq_log("job", "id=%s state=%s msg=\"expired (ttl %llds)\"", j->id,
+                   oq_job_state_name(j->state), (long long)(js->ttl_ms / 1000));
+            job_free(j);
+        } else {
+            prev = j;
+            pp = &j->next;
+        }
+    }
+}
+
+static void *sweeper_main(void *arg) {
+    oq_jobs *js = arg;
+    /* A quarter of the TTL, within 0.2..60 s: expiry is late by at most that. */
+    int64_t period = js->ttl_ms / 4;
+    period = period < 200 ? 200 : period > 60000 ? 60000 : period;
+    pthread_mutex_lock(&js->mu);
+    while (!js->closing) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + (period % 1000) * 1000000;
+        ts.tv_sec += (time_t)(period / 1000 + ns / 1000000000);
+        ts.tv_nsec = (long)(ns % 1000000000);
+        pthread_cond_timedwait(&js->sweep_cv, &js->mu, &ts);
+        if (!js->closing)
+            sweep_locked(js);
+    }
+    pthread_mutex_unlock(&js->mu);
+    return NULL;
+}
+
+/* ---- the API ----------------------------------------------------------- */
+
+oq_status oq_jobs_open(const oq_jobs_opts *o, oq_jobs **out, oq_error *err) {
     *out = NULL;
-    if (workers < 1 || workers > 256)
-        return oq_err(err, OQ_EINVAL, "workers: %d is not in 1..256", workers);
+    if (o->workers < 1 || o->workers > 256)
+        return oq_err(err, OQ_EINVAL, "workers: %d is not in 1..256", o->workers);
+    if (o->ttl_s > (uint64_t)INT64_MAX / 1000)
+        return oq_err(err, OQ_EINVAL, "job ttl: %llu s is too large", (unsigned long long)o->ttl_s);
     oq_jobs *js = calloc(1, sizeof *js);
     if (!js)
         return oq_err(err, OQ_ENOMEM, "out of memory");
-    int n = snprintf(js->jobs_dir, sizeof js->jobs_dir, "%s/jobs", data_dir);
+    int n = snprintf(js->jobs_dir, sizeof js->jobs_dir, "%s/jobs", o->data_dir);
     if (n < 0 || (size_t)n >= sizeof js->jobs_dir - 64) {
         free(js);
         return oq_err(err, OQ_EINVAL, "data dir: path too long");
@@ -427,19 +566,30 @@ oq_status oq_jobs_open(const char *data_dir, int workers, size_t max_queue, oq_j
     if (oq_mkdir_p(js->jobs_dir) != 0) {
         int e = errno;
         free(js);
-        return oq_err(err, OQ_EIO, "%s/jobs: %s", data_dir, strerror(e));
+        return oq_err(err, OQ_EIO, "%s/jobs: %s", o->data_dir, strerror(e));
     }
     pthread_mutex_init(&js->mu, NULL);
     pthread_cond_init(&js->cv, NULL);
-    js->max_queue = max_queue;
+    pthread_cond_init(&js->done_cv, NULL);
+    pthread_cond_init(&js->sweep_cv, NULL);
+    js->max_queue = o->max_queue;
+    js->ttl_ms = (int64_t)o->ttl_s * 1000;
     pthread_mutex_lock(&js->mu);
     recover(js);
+    sweep_locked(js); /* leftovers that expired while the server was down */
     pthread_mutex_unlock(&js->mu);
-    if (!(js->threads = calloc((size_t)workers, sizeof *js->threads))) {
+    if (js->ttl_ms) {
+        if (pthread_create(&js->sweeper, NULL, sweeper_main, js) != 0) {
+            oq_jobs_close(js);
+            return oq_err(err, OQ_EINTERNAL, "cannot start the TTL sweeper thread");
+        }
+        js->has_sweeper = true;
+    }
+    if (!(js->threads = calloc((size_t)o->workers, sizeof *js->threads))) {
         oq_jobs_close(js);
         return oq_err(err, OQ_ENOMEM, "out of memory");
     }
-    for (; js->n_threads < workers; js->n_threads++)
+    for (; js->n_threads < o->workers; js->n_threads++)
         if (pthread_create(&js->threads[js->n_threads], NULL, worker_main, js) != 0) {
             oq_jobs_close(js);
             return oq_err(err, OQ_EINTERNAL, "cannot start worker threads");
@@ -448,47 +598,81 @@ oq_status oq_jobs_open(const char *data_dir, int workers, size_t max_queue, oq_j
     return OQ_OK;
 }
 
-void oq_jobs_drain(oq_jobs *js) {
+static size_t count_locked(const oq_jobs *js, oq_job_state s) {
+    size_t n = 0;
+    for (const oq_job *j = js->head; j; j = j->next)
+        n += j->state == s;
+    return n;
+}
+
+void oq_jobs_drain(oq_jobs *js, unsigned grace_s) {
     if (!js)
         return;
     pthread_mutex_lock(&js->mu);
     bool was = js->stopping;
     js->stopping = true;
     pthread_cond_broadcast(&js->cv);
-    pthread_mutex_unlock(&js->mu);
-    if (was)
+    if (was) {
+        pthread_mutex_unlock(&js->mu);
         return;
-    for (int i = 0; i < js->n_threads; i++)
-        pthread_join(js->threads[i], NULL); /* each finishes its running job first */
-    pthread_mutex_lock(&js->mu);
+    }
+    /* Queued jobs stay queued (on disk too): the next start runs them. */
     for (oq_job *j = js->head; j; j = j->next)
-        if (j->state == OQ_JOB_QUEUED)
-            set_state_locked(js, j, OQ_JOB_FAILED, oq_status_name(OQ_ECANCELLED),
-                             "the server shut down before the job started");
+        if (j->state == OQ_JOB_QUEUED && j->waiter)
+            release_waiter_locked(js, j, true);
+    size_t queued = count_locked(js, OQ_JOB_QUEUED), running = count_locked(js, OQ_JOB_RUNNING);
+    oq_log("drain", "running=%zu queued=%zu grace_s=%u msg=\"queued jobs stay queued for the next start\"",
+           running, queued, grace_s);
+    unlock_and_notify(js);
+    pthread_mutex_lock(&js->mu);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += (time_t)grace_s;
+    while (count_locked(js, OQ_JOB_RUNNING) > 0 &&
+           pthread_cond_timedwait(&js->done_cv, &js->mu, &deadline) != ETIMEDOUT) {
+    }
+    running = 0;
+    for (oq_job *j = js->head; j; j = j->next)
+        if (j->state == OQ_JOB_RUNNING) {
+            j->shutdown_abort = true;
+            __atomic_store_n(&j->abort_flag, 1, __ATOMIC_RELAXED);
+            running++;
+        }
+    if (running)
+        oq_log("drain", "running=%zu msg=\"grace period over: stopping running jobs\"", running);
     pthread_mutex_unlock(&js->mu);
+    for (int i = 0; i < js->n_threads; i++)
+        pthread_join(js->threads[i], NULL); /* each ends its running job first */
+    js->n_threads = 0;
+    oq_log("drain", "msg=\"all workers stopped\"");
 }
 
 void oq_jobs_close(oq_jobs *js) {
     if (!js)
         return;
-    oq_jobs_drain(js);
+    oq_jobs_drain(js, 0);
+    pthread_mutex_lock(&js->mu);
+    js->closing = true;
+    pthread_cond_broadcast(&js->sweep_cv);
+    pthread_mutex_unlock(&js->mu);
+    if (js->has_sweeper)
+        pthread_join(js->sweeper, NULL);
     for (oq_job *j = js->head, *next; j; j = next) {
         next = j->next;
         job_free(j);
     }
     free(js->threads);
     pthread_cond_destroy(&js->cv);
+    pthread_cond_destroy(&js->done_cv);
+    pthread_cond_destroy(&js->sweep_cv);
     pthread_mutex_destroy(&js->mu);
     free(js);
 }
 
 oq_status oq_jobs_reserve(oq_jobs *js, char id[OQ_JOB_ID_LEN + 1], char *dir, size_t cap,
                           oq_error *err) {
-    unsigned char raw[OQ_JOB_ID_LEN / 2];
-    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+    if (!oq_random_id(id))
         return oq_err(err, OQ_EIO, "no random bytes for a job id: %s", strerror(errno));
-    for (size_t i = 0; i < sizeof raw; i++)
-        snprintf(id + 2 * i, 3, "%02x", raw[i]);
     char path[PATH_MAX];
     job_path(js, id, NULL, path, sizeof path);
     /* mkdir (not mkdir -p): an existing folder means an id collision. */
@@ -509,8 +693,10 @@ void oq_jobs_discard(oq_jobs *js, const char *id) {
     oq_rm_tree(path);
 }
 
-oq_status oq_jobs_submit(oq_jobs *js, oq_job_spec *spec, json_t **view, oq_error *err) {
+oq_status oq_jobs_submit(oq_jobs *js, oq_job_spec *spec, oq_job_waiter *w, json_t **view,
+                         bool *stopping_out, oq_error *err) {
     *view = NULL;
+    *stopping_out = false;
     oq_job *j = calloc(1, sizeof *j);
     if (!j) {
         json_decref(spec->config);
@@ -532,10 +718,12 @@ oq_status oq_jobs_submit(oq_jobs *js, oq_job_spec *spec, json_t **view, oq_error
         bool stopping = js->stopping;
         pthread_mutex_unlock(&js->mu);
         job_free(j);
+        *stopping_out = stopping;
         return stopping ? oq_err(err, OQ_ELIMIT, "the server is shutting down")
                         : oq_err(err, OQ_ELIMIT, "the queue is full (%zu jobs waiting)", queued);
     }
     append_locked(js, j);
+    j->waiter = w;
     set_state_locked(js, j, OQ_JOB_QUEUED, NULL, NULL);
     *view = job_json(j, false);
     pthread_cond_signal(&js->cv);
@@ -609,6 +797,7 @@ int oq_jobs_delete(oq_jobs *js, const char *id, json_t **view) {
     if (j && j->state == OQ_JOB_QUEUED) {
         set_state_locked(js, j, OQ_JOB_CANCELLED, oq_status_name(OQ_ECANCELLED),
                          "cancelled before it started");
+        drop_upload(js, j->id);
         *view = job_json(j, false);
         http = 200;
     } else if (j && j->state == OQ_JOB_RUNNING) {
@@ -627,7 +816,7 @@ int oq_jobs_delete(oq_jobs *js, const char *id, json_t **view) {
         job_free(j);
         http = 204;
     }
-    pthread_mutex_unlock(&js->mu);
+    unlock_and_notify(js);
     return http;
 }
 

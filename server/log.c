@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,4 +122,37 @@ int oq_mkdir_p(const char *dir) {
     }
     struct stat st;
     return stat(dir, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+}
+
+bool oq_random_id(char id[OQ_JOB_ID_LEN + 1]) {
+    unsigned char raw[OQ_JOB_ID_LEN / 2];
+    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+        return false;
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(id + 2 * i, 3, "%02x", raw[i]);
+    return true;
+}
+
+void oq_msg_replace(char *msg, size_t cap, const char *path, const char *label) {
+    char out[OQ_ERROR_MSG_MAX * 2];
+    size_t n = 0, lp = strlen(path), ll = strlen(label);
+    if (!lp || !cap)
+        return;
+    for (const char *s = msg; *s && n + 1 < sizeof out;) {
+        if (strncmp(s, path, lp) == 0 && n + ll + 1 < sizeof out) {
+            memcpy(out + n, label, ll);
+            n += ll;
+            s += lp;
+        } else
+            out[n++] = *s++;
+    }
+    out[n] = '\0';
+    snprintf(msg, cap, "%s", out);
+}
+
+oq_status oq_status_from_name(const char *name) {
+    for (int i = 0; name && i < OQ_STATUS_COUNT; i++)
+        if (strcmp(name, oq_status_name((oq_status)i)) == 0)
+            return (oq_status)i;
+    return OQ_EINTERNAL;
 }

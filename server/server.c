@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server.h"
@@ -85,6 +86,10 @@ oq_status oq_server_start(const oq_server_opts *o, oq_server **out, oq_error *er
         return oq_err(err, OQ_ENOMEM, "out of memory");
     s->listen_fd = -1;
     s->max_upload = o->max_upload;
+    s->grace_s = o->grace_s;
+    pthread_mutex_init(&s->wait_mu, NULL);
+    pthread_cond_init(&s->wait_cv, NULL);
+    size_t header_bytes = o->max_header_bytes ? o->max_header_bytes : (size_t)64 * 1024;
     oq_status st = OQ_OK;
     if (o->token_file && (st = read_token(o->token_file, s, err)) != OQ_OK)
         goto fail;
@@ -92,21 +97,37 @@ oq_status oq_server_start(const oq_server_opts *o, oq_server **out, oq_error *er
         st = oq_err(err, OQ_EIO, "data dir %s: %s", o->data_dir, strerror(errno));
         goto fail;
     }
+    /* DATA_DIR/tmp holds in-flight inspect uploads only: whatever is there
+     * at start was left by a crash. */
+    if (!oq_path(s->tmp_dir, sizeof s->tmp_dir, "%s/tmp", o->data_dir) ||
+        (oq_rm_tree(s->tmp_dir), oq_mkdir_p(s->tmp_dir)) != 0) {
+        st = oq_err(err, OQ_EIO, "data dir %s/tmp: %s", o->data_dir, strerror(errno));
+        goto fail;
+    }
     if ((st = bind_listen(o->listen ? o->listen : "127.0.0.1:8080", s, err)) != OQ_OK)
         goto fail;
-    oq_log("start", "msg=\"listening on %s:%u\" data_dir=\"%s\" workers=%d max_upload=%llu max_queue=%zu auth=%s",
+    unsigned max_conn = o->max_connections ? o->max_connections : 256u;
+    unsigned idle = o->idle_timeout_s ? o->idle_timeout_s : 60u;
+    oq_log("start", "msg=\"listening on %s:%u\" data_dir=\"%s\" workers=%d max_upload=%llu max_queue=%zu "
+           "job_ttl_s=%llu grace_s=%u max_connections=%u idle_timeout_s=%u max_header_bytes=%zu auth=%s",
            s->host, s->port, o->data_dir, o->workers, (unsigned long long)o->max_upload, o->max_queue,
+           (unsigned long long)o->job_ttl_s, o->grace_s, max_conn, idle, header_bytes,
            s->token ? "bearer" : "none");
-    if ((st = oq_jobs_open(o->data_dir, o->workers, o->max_queue, &s->jobs, err)) != OQ_OK)
+    oq_jobs_opts jo = {.data_dir = o->data_dir, .workers = o->workers, .max_queue = o->max_queue,
+                       .ttl_s = o->job_ttl_s};
+    if ((st = oq_jobs_open(&jo, &s->jobs, err)) != OQ_OK)
         goto fail;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_AUTO;
+    /* Suspend/resume: POST /v1/quantize and /v1/inspect wait for their
+     * answer off the HTTP thread, which keeps serving everyone else. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_AUTO;
     s->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, oq_http_on_request, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, so every message comes through it */
         MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
-        MHD_OPTION_CONNECTION_LIMIT, o->max_connections ? o->max_connections : 256u,
-        MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout_s ? o->idle_timeout_s : 60u,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, /* bounds the request headers */
+        MHD_OPTION_CONNECTION_LIMIT, max_conn,
+        MHD_OPTION_CONNECTION_TIMEOUT, idle,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, header_bytes, /* bounds the request headers */
         MHD_OPTION_NOTIFY_COMPLETED, oq_http_on_completed, s,
         MHD_OPTION_END);
     if (!s->mhd) {
@@ -125,17 +146,36 @@ unsigned oq_server_port(const oq_server *s) { return s ? s->port : 0; }
 void oq_server_stop(oq_server *s) {
     if (!s || __atomic_exchange_n(&s->stopping, 1, __ATOMIC_RELAXED))
         return;
-    oq_log("stop", "msg=\"no longer accepting; waiting for running jobs\"");
+    oq_log("stop", "msg=\"draining: new POSTs get 503, running jobs get %u s\"", s->grace_s);
+    /* The listener stays open while draining: clients can still poll their
+     * jobs and download results; new work is refused with 503. */
+    oq_jobs_drain(s->jobs, s->grace_s);
+    /* Every job has ended and told its waiter; inspects end on their own.
+     * Let those answers go out before the daemon stops (libmicrohttpd must
+     * not be stopped with suspended connections). Bounded: a client that
+     * reads slowly does not hold the exit. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    pthread_mutex_lock(&s->wait_mu);
+    bool late = false;
+    while (s->inspects > 0 || (!late && s->async_pending > 0)) {
+        if (late) /* an inspect thread still holds a suspended connection: wait for it */
+            pthread_cond_wait(&s->wait_cv, &s->wait_mu);
+        else if (pthread_cond_timedwait(&s->wait_cv, &s->wait_mu, &deadline) == ETIMEDOUT)
+            late = true;
+    }
+    unsigned left = s->async_pending;
+    pthread_mutex_unlock(&s->wait_mu);
+    if (left)
+        oq_log("stop", "pending=%u msg=\"closing connections still sending answers\"", left);
     if (s->mhd) {
-        /* Stop accepting, but keep serving open connections while jobs end. */
         MHD_socket ls = MHD_quiesce_daemon(s->mhd);
         if (ls != MHD_INVALID_SOCKET)
             close(ls);
         s->listen_fd = -1;
-    }
-    oq_jobs_drain(s->jobs);
-    if (s->mhd)
         MHD_stop_daemon(s->mhd); /* no request can reach the job store after this */
+    }
     s->mhd = NULL;
     oq_jobs_close(s->jobs);
     s->jobs = NULL;
@@ -151,5 +191,7 @@ void oq_server_free(oq_server *s) {
     if (s->listen_fd >= 0)
         close(s->listen_fd);
     free(s->token);
+    pthread_cond_destroy(&s->wait_cv);
+    pthread_mutex_destroy(&s->wait_mu);
     free(s);
 }

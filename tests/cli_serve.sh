@@ -3,6 +3,7 @@
 # an ephemeral loopback port with a temporary data dir and drives it with
 # curl: a quantize job to success and its downloads, the error contract
 # (400/404/405/413/415/422/401), metrics, restart recovery, SIGTERM.
+# Helpers: serve_lib.sh. The other cli_serve_*.sh scripts cover the rest.
 # Usage: bash cli_serve.sh <onnxq> <shared-dir>
 set -u
 
@@ -19,127 +20,7 @@ for f in "$MODEL" "$CALIB"; do
 done
 command -v curl >/dev/null || { echo "cli_serve.sh: curl is required" >&2; exit 1; }
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); }
-fail() {
-    failed=$((failed + 1))
-    echo "FAIL: $*" >&2
-}
-expect_eq() {
-    if [ "$2" == "$3" ]; then pass; else fail "$1: expected '$2', got '$3'"; fi
-}
-expect_grep() {
-    if grep -qF -- "$3" "$2"; then pass; else fail "$1: '$3' not found in $(head -c 400 "$2")"; fi
-}
-expect_no_grep() {
-    if ! grep -qF -- "$3" "$2"; then pass; else fail "$1: '$3' found"; fi
-}
-
-# jfield FILE KEY... : the value at that path, raw strings (jq, else python3).
-if command -v jq >/dev/null 2>&1; then
-    jfield() {
-        local f=$1
-        shift
-        jq -r "getpath([\$ARGS.positional[] | (tonumber? // .)]) | if type == \"string\" then . else tojson end" \
-            "$f" --args "$@" 2>/dev/null
-    }
-else
-    jfield() {
-        python3 - "$@" <<'PY' 2>/dev/null
-import json, sys
-v = json.load(open(sys.argv[1]))
-for k in sys.argv[2:]:
-    v = v[int(k)] if isinstance(v, list) else (v.get(k) if isinstance(v, dict) else None)
-print(v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))
-PY
-    }
-fi
-
-# start_daemon NAME ARGS...: sets PID and URL; waits (bounded) for the
-# "listening on" line, which carries the port chosen by the kernel.
-start_daemon() {
-    local name=$1
-    shift
-    "$ONNXQ" serve --listen 127.0.0.1:0 "$@" 2>"$TMP/$name.log" &
-    PID=$!
-    PIDS+=("$PID")
-    local port=""
-    for _ in $(seq 1 100); do
-        port=$(head -n 1 "$TMP/$name.log" | grep -o 'listening on 127\.0\.0\.1:[0-9]*' | cut -d: -f2)
-        [ -n "$port" ] && break
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [ -z "$port" ]; then
-        echo "cli_serve.sh: daemon $name did not start:" >&2
-        cat "$TMP/$name.log" >&2
-        exit 1
-    fi
-    URL=http://127.0.0.1:$port
-    # The first line is logged before recovery and MHD start: wait for /healthz.
-    for _ in $(seq 1 100); do
-        curl -s -o /dev/null "$URL/healthz" && break
-        sleep 0.1
-    done
-}
-
-# stop_daemon PID: SIGTERM, bounded wait; the exit status in STOP_RC (run
-# in this shell, not in $(...): only the parent can wait for it).
-stop_daemon() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 600); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null
-        STOP_RC=timeout
-        return
-    fi
-    wait "$pid"
-    STOP_RC=$?
-}
-
-# req DESC EXPECTED-STATUS CURL-ARGS...: body in $TMP/body.
-req() {
-    local desc=$1 want=$2
-    shift 2
-    local got
-    got=$(curl -s -o "$TMP/body" -w '%{http_code}' --max-time 60 "$@")
-    expect_eq "$desc: HTTP status" "$want" "$got"
-}
-# req_error DESC STATUS CODE CURL-ARGS...: the JSON error contract.
-req_error() {
-    local desc=$1 want=$2 code=$3
-    shift 3
-    req "$desc" "$want" "$@"
-    expect_eq "$desc: error code" "$code" "$(jfield "$TMP/body" error code)"
-    local msg
-    msg=$(jfield "$TMP/body" error message)
-    if [ -n "$msg" ] && [ "$msg" != null ]; then pass; else fail "$desc: no error message"; fi
-    [ "$(jfield "$TMP/body" error detail)" != null ] && pass || fail "$desc: no error detail"
-}
-
-# wait_job URL ID: polls until the job leaves queued/running (bounded).
-wait_job() {
-    local state=""
-    for _ in $(seq 1 $((JOB_TIMEOUT * 4))); do
-        curl -s -o "$TMP/job.json" --max-time 10 "$1/v1/jobs/$2"
-        state=$(jfield "$TMP/job.json" state)
-        [ "$state" != queued ] && [ "$state" != running ] && break
-        sleep 0.25
-    done
-    echo "$state"
-}
+. "$(dirname "$0")/serve_lib.sh"
 
 DATA=$TMP/data
 start_daemon a --data-dir "$DATA" --max-upload 8M --workers 1
@@ -171,7 +52,7 @@ expect_eq "missing model: detail" model "$(jfield "$TMP/body" error detail)"
 req_error "static without calibration" 422 EDATA -F model=@"$MODEL" -F "config=$CONFIG" "$A/v1/jobs"
 req_error "unknown form field" 400 EINVAL -F model=@"$MODEL" -F weights=@"$CALIB" "$A/v1/jobs"
 req_error "model given twice" 400 EINVAL -F model=@"$MODEL" -F model=@"$MODEL" "$A/v1/jobs"
-req_error "not multipart" 415 EINVAL -H 'Content-Type: application/json' --data '{}' "$A/v1/jobs"
+req_error "not multipart" 415 EMEDIATYPE -H 'Content-Type: application/json' --data '{}' "$A/v1/jobs"
 head -c $((9 * 1024 * 1024)) /dev/zero >"$TMP/big.bin"
 req_error "upload over --max-upload (Content-Length)" 413 ELIMIT -F model=@"$TMP/big.bin" "$A/v1/jobs"
 req_error "upload over --max-upload (chunked, while streaming)" 413 ELIMIT -H 'Transfer-Encoding: chunked' \
