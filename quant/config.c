@@ -15,7 +15,7 @@ oq_quant_config oq_quant_config_default(void) {
     oq_quant_config c;
     memset(&c, 0, sizeof c);
     c.mode = OQ_QMODE_STATIC;
-    c.method = OQ_CALIB_MINMAX;
+    c.method = OQ_CALIB_PERCENTILE;
     c.percentile = 99.999;
     c.moving_average = 0.01;
     c.num_bins = 2048;

@@ -80,7 +80,7 @@ const tu_model_info tu_models[] = {
     {"fmnist_vit", "models/fmnist/fmnist_vit.onnx", "models/fmnist/eval_ref_fp32_fmnist_vit.npy", 100, 0.990},
     {"fmnist_vit_op14", "models/fmnist/fmnist_vit_op14.onnx", "models/fmnist/eval_ref_fp32_fmnist_vit_op14.npy",
      100, 0.977},
-    {"ppocr_cls", "models/ppocr_cls/model.onnx", "models/ppocr_cls/eval_ref_fp32.npy", 16, 0.960},
+    {"ppocr_cls", "models/ppocr_cls/model.onnx", "models/ppocr_cls/eval_ref_fp32.npy", 16, 0.980},
 };
 const size_t tu_model_count = sizeof tu_models / sizeof tu_models[0];
 
