@@ -1,10 +1,14 @@
-/* blas.c: oq_sgemm, a thread split over cblas_sgemm. Products are cut into
- * column blocks of C (or row blocks when C is tall and narrow); each block
- * is an independent single-threaded OpenBLAS call. */
+/* blas.c: oq_sgemm. On the AVX-512/AVX2 backends it is onnxq's own packed
+ * SGEMM (sgemm.c, both operands packed per call); on the OpenBLAS backend a
+ * thread split over cblas_sgemm: products are cut into column blocks of C
+ * (or row blocks when C is tall and narrow), each block an independent
+ * single-threaded OpenBLAS call. */
 #include "blas.h"
 
 #include <cblas.h>
 #include <stddef.h>
+
+#include "sgemm_internal.h"
 
 /* Below this many multiply-adds per thread, splitting costs more than it saves. */
 #define SGEMM_MIN_WORK_PER_THREAD (1u << 21)
@@ -43,6 +47,10 @@ void oq_sgemm(oq_pool *pool, bool trans_a, bool trans_b, int M, int N, int K, fl
               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0)
         return;
+    if (oq_sgemm_backend_get() != OQ_SGEMM_OPENBLAS) {
+        oq_sgemm_raw(pool, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     int threads = oq_pool_threads(pool);
     double work = (double)M * (double)N * (double)(K > 0 ? K : 1);
     if (threads <= 1 || work < (double)SGEMM_MIN_WORK_PER_THREAD * 2) {

@@ -23,6 +23,18 @@
 
 enum { SLOT_EMPTY, SLOT_CONST, SLOT_INPUT, SLOT_ACT, SLOT_OUTER };
 
+/* OpenBLAS (pthread build) starts one worker per core when it loads, and
+ * they spin in sched_yield for ~0.1 s before sleeping: a second core busy
+ * during every short run (and competing with our pool at 2 threads).
+ * Single-threaded calls never use them, so they are joined once. Weak: the
+ * symbol is OpenBLAS-internal and absent from other BLAS builds. */
+extern int blas_thread_shutdown_(void) __attribute__((weak));
+
+static void blas_workers_stop(void) {
+    if (blas_thread_shutdown_)
+        blas_thread_shutdown_();
+}
+
 typedef struct {
     oq_tensor t;      /* shape + data; data owned by the slot for CONST, pooled for ACT */
     int kind;
@@ -449,6 +461,7 @@ oq_status oq_plan_new(oq_model *m, const oq_plan_opts *opts, oq_plan **out, oq_e
         /* OpenBLAS stays single-threaded: kernels split GEMMs over our pool
          * (blas.c), so its spinning threads never compete with ours. */
         openblas_set_num_threads(1);
+        blas_workers_stop();
         st = plan_build(p, err);
     }
     if (st != OQ_OK) {

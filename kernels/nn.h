@@ -70,6 +70,11 @@ void oq_nn_from_float(const float *src, oq_tensor *t);
 /* Malloc of n floats with a checked size; NULL on overflow or failure. */
 float *oq_nn_alloc_floats(size_t n);
 
+/* Tests: false turns Conv's intrinsic paths (AVX-512 im2col) off so the
+ * portable ones can be checked on the same machine; returns the previous
+ * setting. Not thread-safe against running convs. */
+bool oq_nn_conv_set_simd(bool on);
+
 /* ---- entry points listed in ops_nn.c ---------------------------------- */
 #define OQ_NN_DECLARE(name)                                                              \
     oq_status oq_nn_##name##_prepare(oq_node_ctx *ctx, oq_error *err);                   \
@@ -92,7 +97,12 @@ OQ_NN_DECLARE(batchnorm)
 OQ_NN_DECLARE(instancenorm)
 OQ_NN_DECLARE(layernorm)
 
-/* Every prepare above stores one malloc'd block (or NULL) in ctx->state. */
+/* Every prepare above stores one malloc'd block (or NULL) in ctx->state,
+ * freed by oq_nn_release, except Conv/ConvTranspose, Gemm and MatMul, whose
+ * states also own run scratch and packed weights. */
 void oq_nn_release(void *state);
+void oq_nn_conv_release(void *state);
+void oq_nn_gemm_release(void *state);
+void oq_nn_matmul_release(void *state);
 
 #endif

@@ -1,7 +1,9 @@
 /* nn_conv.c: Conv and ConvTranspose (ONNX Conv-1/11/22, ConvTranspose-1/11/22)
- * in float. Conv: im2col per group into a bounded scratch tile + cblas_sgemm,
- * a direct GEMM for 1x1 stride-1 unpadded kernels, and a direct kernel for
- * 2-D depthwise convs; ConvTranspose: cblas_sgemm into columns + col2im. */
+ * in float. Conv: a constant W is packed per group at prepare and run through
+ * oq_sgemm_pa_run (bias in the GEMM epilogue); im2col per group into a
+ * bounded scratch tile kept in the node state, a direct GEMM for 1x1 stride-1
+ * unpadded kernels, and a direct kernel for 2-D depthwise convs;
+ * ConvTranspose: cblas_sgemm into columns + col2im. */
 #include <cblas.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -10,12 +12,13 @@
 #include "checked.h"
 #include "blas.h"
 #include "nn.h"
+#include "sgemm.h"
 
 /* Column tiles hold at most this many floats (about 2 MB), so the buffer
  * im2col writes is still in cache when sgemm reads it. */
 #define CONV_COL_BUDGET ((size_t)1 << 19)
-/* Pointwise convs on fewer output positions than this are batched over
- * images through im2col (a copy) rather than one small GEMM per image. */
+/* Convs (pointwise too) on fewer output positions than this are batched
+ * over images through im2col (a copy) rather than one small GEMM per image. */
 #define CONV_SMALL_IMAGE 256
 
 typedef struct {
@@ -25,7 +28,42 @@ typedef struct {
     size_t n_out_pad, n_out_shape;
     int64_t out_pad[OQ_NN_MAX_SP];
     int64_t out_shape[OQ_MAX_RANK];
+    /* Column tile and batched output kept between runs (runs of one plan
+     * never overlap): no malloc, page faults or zeroing per run. Sized by
+     * the largest shape seen, which the tile budget bounds. */
+    float *col, *tmp;
+    size_t col_cap, tmp_cap;
+    /* Conv with a constant W: each group's [Mg, Cg*k] weights packed once
+     * (NULL when W is not constant or the conv is depthwise) */
+    oq_sgemm_pa **pa;
+    int64_t n_pa;
+    const void *pa_src; /* W's data the packing was made from */
 } conv_state;
+
+void oq_nn_conv_release(void *state) {
+    conv_state *st = state;
+    if (!st)
+        return;
+    for (int64_t i = 0; st->pa && i < st->n_pa; i++)
+        oq_sgemm_pa_free(st->pa[i]);
+    free(st->pa);
+    free(st->col);
+    free(st->tmp);
+    free(st);
+}
+
+/* buf holding at least n floats, reusing the previous one when it fits. */
+static float *scratch_floats(float **buf, size_t *cap, size_t n) {
+    if (*buf && *cap >= n)
+        return *buf;
+    float *nb = oq_nn_alloc_floats(n ? n : 1);
+    if (!nb)
+        return NULL;
+    free(*buf);
+    *buf = nb;
+    *cap = n;
+    return nb;
+}
 
 /* Everything a run needs, resolved from the state and the input shapes. */
 typedef struct {
@@ -75,8 +113,43 @@ static oq_status conv_prepare_common(oq_node_ctx *ctx, bool transpose, oq_error 
     return OQ_OK;
 }
 
+/* The run's direct depthwise kernel takes these (see oq_nn_conv_run). */
+static bool conv_is_depthwise(int64_t Cg, int64_t Mg, int nsp) { return Cg == 1 && Mg <= 4 && nsp == 2; }
+
+/* Packs a constant W per group for oq_sgemm_pa_run. Shapes the run would
+ * reject are left unpacked: the run reports them. */
+static oq_status conv_pack_weights(oq_node_ctx *ctx, conv_state *st, oq_error *err) {
+    const oq_tensor *w = ctx->n_inputs > 1 && ctx->const_inputs ? ctx->const_inputs[1] : NULL;
+    if (!w || w->dtype != OQ_DTYPE_FLOAT || w->rank < 3 || !w->data)
+        return OQ_OK;
+    int64_t M = w->dims[0], Cg = w->dims[1], group = st->group;
+    if (M <= 0 || M % group != 0 || conv_is_depthwise(Cg, M / group, w->rank - 2))
+        return OQ_OK;
+    int64_t Mg = M / group;
+    size_t K = oq_nn_count(w->dims + 1, w->rank - 1), wsz;
+    if (K == 0 || K > INT_MAX || Mg > INT_MAX || !oq_mul_size((size_t)M, K, &wsz) || wsz != w->count)
+        return OQ_OK;
+    if (!(st->pa = calloc((size_t)group, sizeof *st->pa)))
+        return oq_err(err, OQ_ENOMEM, "%s: out of memory packing W", ctx->label);
+    st->n_pa = group;
+    const float *wd = w->data;
+    for (int64_t gi = 0; gi < group; gi++) {
+        oq_status s = oq_sgemm_pack_a(false, (int)Mg, (int)K, wd + (size_t)(gi * Mg) * K, (int)K,
+                                      &st->pa[gi], err);
+        if (s != OQ_OK) {
+            oq_err_prefix(err, "%s: packing W: ", ctx->label);
+            return s;
+        }
+    }
+    st->pa_src = w->data;
+    return OQ_OK;
+}
+
 oq_status oq_nn_conv_prepare(oq_node_ctx *ctx, oq_error *err) {
-    return conv_prepare_common(ctx, false, err);
+    oq_status s = conv_prepare_common(ctx, false, err);
+    if (s != OQ_OK)
+        return s;
+    return conv_pack_weights(ctx, ctx->state, err);
 }
 
 oq_status oq_nn_convtranspose_prepare(oq_node_ctx *ctx, oq_error *err) {
@@ -367,6 +440,79 @@ OQ_NN_HOT static void im2col2d_rows(void *arg, size_t r0, size_t r1) {
     }
 }
 
+static bool conv_simd_disabled; /* tests only: oq_nn_conv_set_simd */
+
+bool oq_nn_conv_set_simd(bool on) {
+    bool was = !conv_simd_disabled;
+    conv_simd_disabled = !on;
+    return was;
+}
+
+static bool conv_avx512_off(void) { return conv_simd_disabled; }
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(OQ_NN_NO_CLONES)
+#include <immintrin.h>
+#define CONV_HAVE_AVX512 1
+
+/* 2-D im2col of a whole image with stride 1 or 2, AVX-512: each output row
+ * is cut into chunks of 16 columns; a chunk is one or two masked loads of the
+ * input row (lanes outside the row read as 0, which is the zero padding) and
+ * one store, so small planes cost a few instructions per output row instead
+ * of library calls and scalar edges. The masks depend only on kw, so they are
+ * made once per column-matrix row. Stores are whole vectors (the spill past a
+ * row is overwritten by the next one; cheaper than masked stores) except
+ * near the end of the image's segment. */
+#define CONV_AVX512_MAX_CHUNKS 64 /* output rows up to 1024 wide */
+__attribute__((target("avx512f"))) static void im2col2d_rows_avx512(void *arg, size_t r0,
+                                                                     size_t r1) {
+    const im2col_job *j = arg;
+    const conv_plan *p = j->p;
+    const oq_nn_geom *g = &p->g;
+    int64_t IH = g->in[0], IW = g->in[1], OH = g->out[0], OW = g->out[1];
+    int64_t KH = g->k[0], KW = g->k[1], sh = g->s[0], sw = g->s[1];
+    int64_t nch = (OW + 15) / 16, P = OH * OW;
+    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512 zero = _mm512_setzero_ps();
+    __mmask16 mlo[CONV_AVX512_MAX_CHUNKS], mhi[CONV_AVX512_MAX_CHUNKS];
+    for (size_t r = r0; r < r1; r++) {
+        int64_t c = (int64_t)r / (KH * KW), kh = ((int64_t)r / KW) % KH, kw = (int64_t)r % KW;
+        int64_t off = kw * g->d[1] - g->pb[1];
+        for (int64_t ch = 0; ch < nch; ch++) {
+            int64_t ow0 = ch * 16, n = OW - ow0 < 16 ? OW - ow0 : 16;
+            int64_t a = ow0 * sw + off, len = (n - 1) * sw + 1; /* input lanes spanned */
+            int64_t t0 = a < 0 ? -a : 0, t1 = IW - a < len ? IW - a : len;
+            uint32_t m = t1 > t0 ? (uint32_t)((((uint64_t)1 << (t1 - t0)) - 1) << t0) : 0;
+            mlo[ch] = (__mmask16)m;
+            mhi[ch] = (__mmask16)(m >> 16);
+        }
+        /* uintptr arithmetic: a chunk may start left of its input row */
+        uintptr_t xc = (uintptr_t)(j->x + (size_t)c * p->Pin) + (uintptr_t)(off * (int64_t)sizeof(float));
+        float *seg = j->col + r * j->ld;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            int64_t ih = oh * sh - g->pb[0] + kh * g->d[0];
+            bool row_ok = ih >= 0 && ih < IH;
+            const float *src = (const float *)(xc + (uintptr_t)((row_ok ? ih : 0) * IW * (int64_t)sizeof(float)));
+            for (int64_t ch = 0; ch < nch; ch++) {
+                int64_t pos = oh * OW + ch * 16;
+                __m512 v = zero;
+                if (row_ok) {
+                    const float *sp = src + ch * 16 * sw;
+                    if (sw == 1)
+                        v = _mm512_maskz_loadu_ps(mlo[ch], sp);
+                    else
+                        v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(mlo[ch], sp), evens,
+                                                   _mm512_maskz_loadu_ps(mhi[ch], sp + 16));
+                }
+                if (pos + 16 <= P)
+                    _mm512_storeu_ps(seg + pos, v);
+                else
+                    _mm512_mask_storeu_ps(seg + pos, (__mmask16)((1u << (P - pos)) - 1u), v);
+            }
+        }
+    }
+}
+#endif
+
 OQ_NN_HOT static void im2col_rows(void *arg, size_t r0, size_t r1) {
     const im2col_job *j = arg;
     const conv_plan *p = j->p;
@@ -602,8 +748,27 @@ static size_t tile_cols(size_t rows, size_t total) {
  * and the GEMM writes straight into Y; small images (fewer positions than a
  * tile) are batched, several per GEMM, through a scratch output so the BLAS
  * calls stay large. */
+typedef struct {
+    const conv_plan *p;
+    oq_range_fn fill;
+    const float *x; /* first image of the tile, its group */
+    float *col;
+    size_t K, ld;
+} batch_fill_job;
+
+/* im2col of images [i0, i1) of a batched tile, each into its P columns. */
+static void batch_fill(void *arg, size_t i0, size_t i1) {
+    const batch_fill_job *b = arg;
+    const conv_plan *p = b->p;
+    for (size_t i = i0; i < i1; i++) {
+        im2col_job j = {p, b->x + i * (size_t)p->C * p->Pin, b->col + i * p->Pout, b->ld, 0, p->Pout};
+        b->fill(&j, 0, b->K);
+    }
+}
+
 static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const float *x,
-                                  const float *w, const float *bias, float *y, oq_error *err) {
+                                  const float *w, oq_sgemm_pa *const *pa, const float *bias, float *y,
+                                  oq_error *err) {
     size_t K = (size_t)p->Cg * p->Kprod, P = p->Pout;
     size_t ncols = tile_cols(K, P * (size_t)p->N);
     size_t per = P >= ncols ? 1 : ncols / P; /* images per tile when batching */
@@ -612,40 +777,64 @@ static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const fl
         ncols = per * P;
     else if (ncols > P)
         ncols = P;
+    conv_state *st = ctx->state;
     size_t n_col, n_tmp = 0;
     float *col = NULL, *tmp = NULL;
     if (!oq_mul_size(K, ncols, &n_col) || (batch && !oq_mul_size((size_t)p->Mg, ncols, &n_tmp)) ||
-        !(col = oq_nn_alloc_floats(n_col)) || (batch && !(tmp = oq_nn_alloc_floats(n_tmp)))) {
-        free(col);
+        !(col = scratch_floats(&st->col, &st->col_cap, n_col)) ||
+        (batch && !(tmp = scratch_floats(&st->tmp, &st->tmp_cap, n_tmp))))
         return oq_err(err, OQ_ENOMEM, "%s: cannot allocate a %zu x %zu column buffer", ctx->label,
                       K, ncols);
-    }
     size_t min_rows = OQ_NN_MIN_CHUNK(ncols);
     oq_range_fn fill = p->g.nsp == 2 ? im2col2d_rows : im2col_rows;
+    /* whole images only (the kernel walks every output row of the image) */
+    bool whole = batch || ncols >= P;
+#ifdef CONV_HAVE_AVX512
+    if (p->g.nsp == 2 && whole && (p->g.s[1] == 1 || p->g.s[1] == 2) &&
+        p->g.out[1] <= 16 * CONV_AVX512_MAX_CHUNKS &&
+        __builtin_cpu_supports("avx512f") && !conv_avx512_off())
+        fill = im2col2d_rows_avx512;
+#else
+    (void)whole;
+#endif
     for (int64_t gi = 0; gi < p->group; gi++) {
         const float *wg = w + (size_t)(gi * p->Mg) * K;
         if (!batch) {
             for (int64_t n = 0; n < p->N; n++) {
                 const float *xg = x + ((size_t)(n * p->C + gi * p->Cg)) * p->Pin;
                 float *yg = y + ((size_t)(n * p->M + gi * p->Mg)) * P;
-                bias_job bj = {yg, bias ? bias + gi * p->Mg : NULL, P, (size_t)p->Mg};
-                bias_rows(&bj, 0, (size_t)p->Mg); /* the GEMMs add onto it (beta = 1) */
+                oq_sgemm_epilogue ep = {bias ? bias + gi * p->Mg : NULL, NULL};
+                if (!pa) {
+                    bias_job bj = {yg, ep.row_bias, P, (size_t)p->Mg};
+                    bias_rows(&bj, 0, (size_t)p->Mg); /* the GEMMs add onto it (beta = 1) */
+                }
                 for (size_t p0 = 0; p0 < P; p0 += ncols) {
                     size_t nc = P - p0 < ncols ? P - p0 : ncols;
                     im2col_job j = {p, xg, col, nc, p0, nc};
                     oq_parallel_for(ctx->pool, K, min_rows, fill, &j);
-                    oq_sgemm(ctx->pool, false, false, (int)p->Mg, (int)nc, (int)K, 1.0f, wg, (int)K, col,
-                             (int)nc, 1.0f, yg + p0, (int)P);
+                    if (pa)
+                        oq_sgemm_pa_run(ctx->pool, pa[gi], false, (int)nc, col, (int)nc, 0.0f, yg + p0,
+                                        (int)P, &ep);
+                    else
+                        oq_sgemm(ctx->pool, false, false, (int)p->Mg, (int)nc, (int)K, 1.0f, wg, (int)K,
+                                 col, (int)nc, 1.0f, yg + p0, (int)P);
                 }
             }
             continue;
         }
         for (int64_t n0 = 0; n0 < p->N; n0 += (int64_t)per) {
             size_t nb = (size_t)(p->N - n0) < per ? (size_t)(p->N - n0) : per, nc = nb * P;
-            for (size_t i = 0; i < nb; i++) {
-                const float *xg = x + ((size_t)((n0 + (int64_t)i) * p->C + gi * p->Cg)) * p->Pin;
-                im2col_job j = {p, xg, col + i * P, nc, 0, P};
-                oq_parallel_for(ctx->pool, K, min_rows, fill, &j);
+            /* one parallel loop over the tile's images, not one per image */
+            batch_fill_job bj = {p, fill, x + (size_t)(n0 * p->C + gi * p->Cg) * p->Pin, col, K, nc};
+            oq_parallel_for(ctx->pool, nb, OQ_NN_MIN_CHUNK(K * P), batch_fill, &bj);
+            if (pa) {
+                oq_sgemm_epilogue ep = {bias ? bias + gi * p->Mg : NULL, NULL};
+                oq_sgemm_pa_run(ctx->pool, pa[gi], false, (int)nc, col, (int)nc, 0.0f, tmp, (int)nc, &ep);
+                for (size_t i = 0; i < nb; i++)
+                    for (int64_t m = 0; m < p->Mg; m++)
+                        memcpy(y + (size_t)((n0 + (int64_t)i) * p->M + gi * p->Mg + m) * P,
+                               tmp + (size_t)m * nc + i * P, P * sizeof *y);
+                continue;
             }
             oq_sgemm(ctx->pool, false, false, (int)p->Mg, (int)nc, (int)K, 1.0f, wg, (int)K, col, (int)nc,
                      0.0f, tmp, (int)nc);
@@ -660,8 +849,95 @@ static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const fl
                 }
         }
     }
-    free(col);
-    free(tmp);
+    return OQ_OK;
+}
+
+/* ---- packed weights ---------------------------------------------------------- */
+
+/* Conv with W packed at prepare: per image and group, im2col into a small
+ * tile (the whole image when it fits, so it stays in cache) and one packed
+ * GEMM writing Y directly, the bias added by the GEMM's epilogue (no fill
+ * pass, no scratch output, no copy). With threads and at least one image
+ * per thread, images are split over the pool, each thread with its own
+ * tile; otherwise the GEMMs and im2col are split. */
+typedef struct {
+    const conv_plan *p;
+    oq_sgemm_pa *const *pa;
+    const float *x, *b;
+    float *y, *col;
+    size_t K, ncols, slot_floats, slots;
+    bool direct; /* 1x1, stride 1, unpadded: X is the column matrix */
+    oq_range_fn fill;
+} conv_pk_job;
+
+static void conv_pk_images(const conv_pk_job *j, int64_t n0, int64_t n1, float *col, oq_pool *pool) {
+    const conv_plan *p = j->p;
+    size_t P = p->Pout, K = j->K;
+    size_t min_rows = OQ_NN_MIN_CHUNK(j->ncols);
+    for (int64_t n = n0; n < n1; n++)
+        for (int64_t gi = 0; gi < p->group; gi++) {
+            const float *xg = j->x + ((size_t)(n * p->C + gi * p->Cg)) * p->Pin;
+            float *yg = j->y + ((size_t)(n * p->M + gi * p->Mg)) * P;
+            oq_sgemm_epilogue ep = {j->b ? j->b + gi * p->Mg : NULL, NULL};
+            if (j->direct) {
+                oq_sgemm_pa_run(pool, j->pa[gi], false, (int)P, xg, (int)p->Pin, 0.0f, yg, (int)P, &ep);
+                continue;
+            }
+            for (size_t p0 = 0; p0 < P; p0 += j->ncols) {
+                size_t nc = P - p0 < j->ncols ? P - p0 : j->ncols;
+                im2col_job ij = {p, xg, col, nc, p0, nc};
+                if (pool)
+                    oq_parallel_for(pool, K, min_rows, j->fill, &ij);
+                else
+                    j->fill(&ij, 0, K);
+                oq_sgemm_pa_run(pool, j->pa[gi], false, (int)nc, col, (int)nc, 0.0f, yg + p0, (int)P, &ep);
+            }
+        }
+}
+
+static void conv_pk_slots(void *arg, size_t s0, size_t s1) {
+    const conv_pk_job *j = arg;
+    int64_t N = j->p->N;
+    for (size_t s = s0; s < s1; s++) {
+        int64_t n0 = (int64_t)((size_t)N * s / j->slots), n1 = (int64_t)((size_t)N * (s + 1) / j->slots);
+        conv_pk_images(j, n0, n1, j->col + s * j->slot_floats, NULL);
+    }
+}
+
+/* Per-image work (multiply-adds) below which images, not GEMMs, are split
+ * over the threads. */
+#define CONV_IMAGE_SPLIT_WORK ((size_t)1 << 25)
+
+static oq_status conv_packed_run(oq_node_ctx *ctx, const conv_plan *p, bool direct, const float *x,
+                                 const float *b, float *y, oq_error *err) {
+    conv_state *st = ctx->state;
+    size_t K = (size_t)p->Cg * p->Kprod, P = p->Pout;
+    conv_pk_job j = {p, st->pa, x, b, y, NULL, K, 0, 0, 1, direct, NULL};
+    size_t threads = (size_t)oq_pool_threads(ctx->pool), work;
+    if (!oq_mul_size(K, P * (size_t)p->M, &work))
+        work = SIZE_MAX;
+    bool by_image = threads > 1 && (size_t)p->N >= threads && work < CONV_IMAGE_SPLIT_WORK;
+    if (by_image)
+        j.slots = threads;
+    if (!direct) {
+        j.ncols = tile_cols(K, P);
+        j.fill = p->g.nsp == 2 ? im2col2d_rows : im2col_rows;
+#ifdef CONV_HAVE_AVX512
+        if (p->g.nsp == 2 && j.ncols >= P && (p->g.s[1] == 1 || p->g.s[1] == 2) &&
+            p->g.out[1] <= 16 * CONV_AVX512_MAX_CHUNKS && __builtin_cpu_supports("avx512f") &&
+            !conv_avx512_off())
+            j.fill = im2col2d_rows_avx512;
+#endif
+        size_t total;
+        if (!oq_mul_size(K, j.ncols, &j.slot_floats) || !oq_mul_size(j.slot_floats, j.slots, &total) ||
+            !(j.col = scratch_floats(&st->col, &st->col_cap, total)))
+            return oq_err(err, OQ_ENOMEM, "%s: cannot allocate a %zu x %zu column buffer", ctx->label,
+                          K, j.ncols);
+    }
+    if (by_image)
+        oq_parallel_for(ctx->pool, j.slots, 1, conv_pk_slots, &j);
+    else
+        conv_pk_images(&j, 0, p->N, j.col, ctx->pool);
     return OQ_OK;
 }
 
@@ -680,7 +956,7 @@ oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
     size_t K = (size_t)p.Cg * p.Kprod;
     /* Depthwise (one input channel per group, few outputs each): direct.
      * A single-channel stem conv with many outputs is better as a GEMM. */
-    if (p.Cg == 1 && p.Mg <= 4 && g->nsp == 2) {
+    if (conv_is_depthwise(p.Cg, p.Mg, g->nsp)) {
         dw_job j = {&p, x, w, b, y};
         size_t planes = (size_t)(p.N * p.M);
         oq_parallel_for(ctx->pool, planes, OQ_NN_MIN_CHUNK(p.Pout * p.Kprod), dw_planes, &j);
@@ -690,6 +966,16 @@ oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
     for (int i = 0; i < g->nsp; i++)
         if (g->k[i] != 1 || g->s[i] != 1 || g->pb[i] != 0 || g->pe[i] != 0)
             pointwise = false;
+    const conv_state *st = ctx->state;
+    if (K > 0 && st->pa && st->n_pa == p.group && in[1]->data == st->pa_src &&
+        oq_sgemm_pa_rows(st->pa[0]) == (int)p.Mg && oq_sgemm_pa_depth(st->pa[0]) == (int)K)
+    {
+        /* Small images: several per GEMM through the batched tile (measured
+         * faster than one small GEMM per image at P = 49 and 196). */
+        if (p.N > 1 && p.Pout < CONV_SMALL_IMAGE)
+            return conv_im2col_gemm(ctx, &p, x, w, st->pa, b, y, err);
+        return conv_packed_run(ctx, &p, pointwise, x, b, y, err);
+    }
     bool direct = pointwise && (p.Pout >= CONV_SMALL_IMAGE || p.N == 1);
     if (K == 0 || direct) {
         /* The GEMMs accumulate onto Y pre-filled with the bias (beta = 1),
@@ -705,7 +991,7 @@ oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
                     oq_sgemm(ctx->pool, false, false, (int)p.Mg, (int)p.Pout, (int)K, 1.0f,
                              w + (size_t)(gi * p.Mg) * K, (int)K, x + ((size_t)(n * p.C + gi * p.Cg)) * p.Pin,
                              (int)p.Pin, 1.0f, y + ((size_t)(n * p.M + gi * p.Mg)) * p.Pout, (int)p.Pout);
-        } else if ((s = conv_im2col_gemm(ctx, &p, x, w, b, y, err)) != OQ_OK) {
+        } else if ((s = conv_im2col_gemm(ctx, &p, x, w, NULL, b, y, err)) != OQ_OK) {
             return s;
         }
     }
@@ -790,8 +1076,9 @@ oq_status oq_nn_convtranspose_run(oq_node_ctx *ctx, const oq_tensor *const *in, 
     if (rows == 0 || p.Pin == 0 || p.Cg == 0)
         return OQ_OK;
     size_t ncols = tile_cols(rows, p.Pin), n;
+    conv_state *st = ctx->state;
     float *col = NULL;
-    if (!oq_mul_size(rows, ncols, &n) || !(col = oq_nn_alloc_floats(n)))
+    if (!oq_mul_size(rows, ncols, &n) || !(col = scratch_floats(&st->col, &st->col_cap, n)))
         return oq_err(err, OQ_ENOMEM, "%s: cannot allocate a %zu x %zu column buffer", ctx->label,
                       rows, ncols);
     for (int64_t ni = 0; ni < p.N; ni++) {
@@ -811,6 +1098,5 @@ oq_status oq_nn_convtranspose_run(oq_node_ctx *ctx, const oq_tensor *const *in, 
             }
         }
     }
-    free(col);
     return OQ_OK;
 }

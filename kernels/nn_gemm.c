@@ -1,7 +1,8 @@
 /* nn_gemm.c: the matrix-product ops: Gemm (6..13), MatMul (1..13, numpy
- * batching), Einsum (12) and LSTM (7..22). Float and double go to OpenBLAS
- * (cblas_sgemm/dgemm), float16/bfloat16 through float copies, integer types
- * through plain loops. */
+ * batching), Einsum (12) and LSTM (7..22). Float goes through oq_sgemm, with
+ * a constant B (weights) packed once at prepare for oq_sgemm_pb_run; double
+ * to OpenBLAS, float16/bfloat16 through float copies, integer types through
+ * plain loops. */
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
@@ -12,6 +13,7 @@
 #include "blas.h"
 #include "checked.h"
 #include "nn.h"
+#include "sgemm.h"
 
 /* OpenBLAS runs a GEMM of at most this many multiply-adds on the calling
  * thread; batches of such GEMMs are spread over the pool instead. */
@@ -49,7 +51,39 @@ static bool blas_int_ok(int64_t a, int64_t b, int64_t c) {
 typedef struct {
     int64_t trans_a, trans_b, broadcast;
     float alpha, beta;
+    /* float B constant: alpha * op(B) packed once (the packed run has no
+     * alpha), with the data it was made from */
+    oq_sgemm_pb *pb;
+    const void *pb_src;
 } gemm_state;
+
+/* Packs a constant float B [rows, cols] (op(B) = B^T when trans) scaled by
+ * alpha; *pb stays NULL for other inputs. */
+static oq_status pack_const_b(const oq_node_ctx *ctx, bool trans, float alpha, oq_sgemm_pb **pb,
+                              const void **src, oq_error *err) {
+    const oq_tensor *b = ctx->n_inputs > 1 && ctx->const_inputs ? ctx->const_inputs[1] : NULL;
+    if (!b || b->dtype != OQ_DTYPE_FLOAT || b->rank != 2 || b->count == 0 || !b->data ||
+        b->dims[0] > INT_MAX || b->dims[1] > INT_MAX)
+        return OQ_OK;
+    int K = (int)(trans ? b->dims[1] : b->dims[0]), N = (int)(trans ? b->dims[0] : b->dims[1]);
+    const float *data = b->data;
+    float *scaled = NULL;
+    if (alpha != 1.0f) {
+        if (!(scaled = oq_nn_alloc_floats(b->count)))
+            return oq_err(err, OQ_ENOMEM, "%s: out of memory packing B", ctx->label);
+        for (size_t i = 0; i < b->count; i++)
+            scaled[i] = alpha * data[i];
+        data = scaled;
+    }
+    oq_status s = oq_sgemm_pack_b(trans, K, N, data, (int)b->dims[1], pb, err);
+    free(scaled);
+    if (s != OQ_OK) {
+        oq_err_prefix(err, "%s: packing B: ", ctx->label);
+        return s;
+    }
+    *src = b->data;
+    return OQ_OK;
+}
 
 oq_status oq_nn_gemm_prepare(oq_node_ctx *ctx, oq_error *err) {
     gemm_state *st = calloc(1, sizeof *st);
@@ -66,7 +100,14 @@ oq_status oq_nn_gemm_prepare(oq_node_ctx *ctx, oq_error *err) {
     st->broadcast = 1;
     if (ctx->opset < 7 && (s = OQ_ATTR_INT(ctx, "broadcast", 0, &st->broadcast, err)))
         return s;
-    return OQ_OK;
+    return pack_const_b(ctx, st->trans_b != 0, st->alpha, &st->pb, &st->pb_src, err);
+}
+
+void oq_nn_gemm_release(void *state) {
+    gemm_state *st = state;
+    if (st)
+        oq_sgemm_pb_free(st->pb);
+    free(st);
 }
 
 typedef struct {
@@ -149,6 +190,34 @@ static void gemm_float(oq_pool *pool, const gemm_state *st, const gemm_plan *p, 
              (int)(lda > 0 ? lda : 1), b, (int)(ldb > 0 ? ldb : 1), beta, y, (int)(p->N > 0 ? p->N : 1));
 }
 
+/* gemm_float with B packed at prepare: a vector C (per column, or per row)
+ * with beta 1 is the GEMM's bias epilogue; other C shapes are written first
+ * and accumulated onto (beta = 1). */
+static void gemm_float_packed(oq_pool *pool, const gemm_state *st, const gemm_plan *p, const float *a,
+                              int64_t lda, const float *c, float *y) {
+    if (p->M == 0 || p->N == 0)
+        return;
+    oq_sgemm_epilogue ep = {NULL, NULL};
+    float beta = 0.0f;
+    if (c && st->beta != 0.0f) {
+        if (st->beta == 1.0f && p->cs0 == 0 && p->cs1 == 1) {
+            ep.col_bias = c;
+        } else if (st->beta == 1.0f && p->cs0 == 1 && p->cs1 == 0) {
+            ep.row_bias = c;
+        } else {
+            for (int64_t i = 0; i < p->M; i++) {
+                const float *cr = c + i * p->cs0;
+                float *yr = y + i * p->N;
+                for (int64_t j = 0; j < p->N; j++)
+                    yr[j] = st->beta * cr[j * p->cs1];
+            }
+            beta = 1.0f;
+        }
+    }
+    oq_sgemm_pb_run(pool, st->trans_a != 0, (int)p->M, a, (int)(lda > 0 ? lda : 1), st->pb, beta, y,
+                    (int)p->N, &ep);
+}
+
 static void gemm_double(const gemm_state *st, const gemm_plan *p, const double *a, int64_t lda,
                         const double *b, int64_t ldb, const double *c, double *y) {
     double beta = 0.0;
@@ -202,8 +271,12 @@ oq_status oq_nn_gemm_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
     const oq_tensor *a = in[0], *b = in[1], *c = ctx->n_inputs > 2 ? in[2] : NULL;
     switch (a->dtype) {
     case OQ_DTYPE_FLOAT:
-        gemm_float(ctx->pool, st, &p, a->data, a->dims[1], b->data, b->dims[1], c ? c->data : NULL,
-                   out[0].data);
+        if (st->pb && b->data == st->pb_src && oq_sgemm_pb_depth(st->pb) == (int)p.K &&
+            oq_sgemm_pb_cols(st->pb) == (int)p.N)
+            gemm_float_packed(ctx->pool, st, &p, a->data, a->dims[1], c ? c->data : NULL, out[0].data);
+        else
+            gemm_float(ctx->pool, st, &p, a->data, a->dims[1], b->data, b->dims[1], c ? c->data : NULL,
+                       out[0].data);
         return OQ_OK;
     case OQ_DTYPE_DOUBLE:
         gemm_double(st, &p, a->data, a->dims[1], b->data, b->dims[1], c ? c->data : NULL,
@@ -247,10 +320,34 @@ typedef struct {
     int64_t out_dims[OQ_MAX_RANK];
 } mm_plan;
 
+/* Only a MatMul with a constant 2-D float B has a state: B packed once. */
+typedef struct {
+    oq_sgemm_pb *pb;
+    const void *pb_src;
+} mm_state;
+
 oq_status oq_nn_matmul_prepare(oq_node_ctx *ctx, oq_error *err) {
-    (void)ctx;
-    (void)err;
+    oq_sgemm_pb *pb = NULL;
+    const void *src = NULL;
+    oq_status s = pack_const_b(ctx, false, 1.0f, &pb, &src, err);
+    if (s != OQ_OK || !pb)
+        return s;
+    mm_state *st = malloc(sizeof *st);
+    if (!st) {
+        oq_sgemm_pb_free(pb);
+        return oq_err(err, OQ_ENOMEM, "%s: out of memory", ctx->label);
+    }
+    st->pb = pb;
+    st->pb_src = src;
+    ctx->state = st;
     return OQ_OK;
+}
+
+void oq_nn_matmul_release(void *state) {
+    mm_state *st = state;
+    if (st)
+        oq_sgemm_pb_free(st->pb);
+    free(st);
 }
 
 static oq_status mm_resolve(const oq_node_ctx *ctx, const oq_tensor *a, const oq_tensor *b,
@@ -435,8 +532,17 @@ oq_status oq_nn_matmul_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tens
     if (s != OQ_OK)
         return s;
     const oq_tensor *a = in[0], *b = in[1];
+    const mm_state *st = ctx->state;
     switch (a->dtype) {
     case OQ_DTYPE_FLOAT:
+        /* B [K, N] packed: A's batch and rows are one [batch*M, K] product */
+        if (st && b->data == st->pb_src && b->rank == 2 && oq_sgemm_pb_depth(st->pb) == (int)p.K &&
+            oq_sgemm_pb_cols(st->pb) == (int)p.N) {
+            if (p.batch * (size_t)p.M > 0)
+                oq_sgemm_pb_run(ctx->pool, false, (int)(p.batch * (size_t)p.M), a->data, (int)p.K, st->pb,
+                                0.0f, out[0].data, (int)p.N, NULL);
+            return OQ_OK;
+        }
         mm_float(ctx->pool, &p, a->data, b->data, out[0].data);
         return OQ_OK;
     case OQ_DTYPE_DOUBLE:

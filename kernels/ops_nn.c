@@ -12,17 +12,18 @@
  * a version newer than 22 up to opset 25. */
 #define NN_UNTIL 25
 
-#define NN_ENTRY(type, since, until, name)                                                   \
-    {"", type, since, until, oq_nn_##name##_prepare, oq_nn_release, oq_nn_##name##_infer,   \
+#define NN_ENTRY_R(type, since, until, name, release)                                        \
+    {"", type, since, until, oq_nn_##name##_prepare, release, oq_nn_##name##_infer,          \
      oq_nn_##name##_run}
+#define NN_ENTRY(type, since, until, name) NN_ENTRY_R(type, since, until, name, oq_nn_release)
 
 static const oq_op ops[] = {
-    NN_ENTRY("Conv", 1, NN_UNTIL, conv),
-    NN_ENTRY("ConvTranspose", 1, NN_UNTIL, convtranspose),
+    NN_ENTRY_R("Conv", 1, NN_UNTIL, conv, oq_nn_conv_release),
+    NN_ENTRY_R("ConvTranspose", 1, NN_UNTIL, convtranspose, oq_nn_conv_release),
     /* Gemm-1..5 take a `broadcast` flag and a legacy C; 6+ share one entry
      * (C optional from 11, branched on ctx->opset). */
-    NN_ENTRY("Gemm", 6, NN_UNTIL, gemm),
-    NN_ENTRY("MatMul", 1, NN_UNTIL, matmul),
+    NN_ENTRY_R("Gemm", 6, NN_UNTIL, gemm, oq_nn_gemm_release),
+    NN_ENTRY_R("MatMul", 1, NN_UNTIL, matmul, oq_nn_matmul_release),
     NN_ENTRY("Einsum", 12, NN_UNTIL, einsum),
     /* LSTM-1 had output_sequence; 7 removed it, 14 added layout. */
     NN_ENTRY("LSTM", 7, NN_UNTIL, lstm),

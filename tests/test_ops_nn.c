@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn.h"
 #include "op.h"
 #include "registry.h"
 #include "testutil.h"
@@ -127,6 +128,12 @@ static void free_outs(oq_tensor *out, int n) {
 }
 
 static oq_pool *test_pool;
+/* Inputs run_op shows to prepare as constants (bit i: input i), as the
+ * executor does for initializers: Conv/Gemm/MatMul then pack their weights. */
+static unsigned run_const_mask;
+/* Called between prepare and run when set (tests that change a constant's
+ * values after packing to see which copy the run reads). */
+static void (*run_hook)(const oq_tensor *const *in);
 
 /* Runs op through prepare/infer/run/release; outputs are malloc'd (free
  * with free_outs). Returns the first failing status. */
@@ -136,6 +143,9 @@ static oq_status run_op(const char *op, int opset, tnode *n, const oq_tensor *co
     if (!e)
         return oq_err(err, OQ_EUNSUPPORTED, "no entry for %s-%d", op, opset);
     const oq_tensor *consts[16] = {NULL};
+    for (int i = 0; i < n_in && i < 16; i++)
+        if (run_const_mask >> i & 1u)
+            consts[i] = in[i];
     char label[64];
     snprintf(label, sizeof label, "node 't' (%s)", op);
     n->node.n_input = (size_t)n_in;
@@ -155,6 +165,8 @@ static oq_status run_op(const char *op, int opset, tnode *n, const oq_tensor *co
         out[i].data = malloc(out[i].nbytes ? out[i].nbytes : 1);
         memset(out[i].data, 0xA5, out[i].nbytes); /* not zeroed: catch unwritten outputs */
     }
+    if (s == OQ_OK && run_hook)
+        run_hook(in);
     if (s == OQ_OK)
         s = e->run(&ctx, in, out, err);
     if (e->release)
@@ -310,11 +322,83 @@ static const conv_case conv_cases[] = {
     {2, 2, 64, 64, 64, {24, 24}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
     /* large enough to need several im2col tiles */
     {2, 1, 64, 16, 1, {40, 40}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    /* whole-image AVX-512 im2col: rows wider than one vector (several
+     * chunks, stride 1 and 2, dilated), images batched (P < 256) and not */
+    {2, 3, 3, 8, 1, {23, 41}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 2, 3, 8, 1, {20, 37}, {3, 3}, {1, 1}, {1, 2}, {1, 2}, {1, 2}, NULL, true},
+    {2, 5, 4, 6, 1, {6, 5}, {3, 3}, {2, 1}, {1, 1}, {1, 0}, {0, 1}, NULL, false},
+    {2, 3, 2, 5, 1, {9, 33}, {2, 4}, {2, 2}, {1, 1}, {0, 3}, {1, 0}, NULL, true},
+    /* stride 3 (portable im2col), grouped with several outputs per group */
+    {2, 2, 2, 4, 1, {13, 14}, {3, 3}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 2, 8, 8, 2, {9, 20}, {3, 3}, {1, 2}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    /* pointwise on images of >= 256 positions, several images */
+    {2, 3, 8, 16, 1, {16, 20}, {1, 1}, {1, 1}, {1, 1}, {0, 0}, {0, 0}, NULL, true},
 };
 
 START_TEST(conv_vs_reference) {
     for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
         conv_check(&conv_cases[i]);
+}
+END_TEST
+
+/* W and B constant: W packed once per group at prepare, the bias added by
+ * the GEMM epilogue; with the AVX-512 im2col and with the portable one. */
+START_TEST(conv_packed_vs_reference) {
+    run_const_mask = 0x6;
+    for (int simd = 1; simd >= 0; simd--) {
+        bool was = oq_nn_conv_set_simd(simd != 0);
+        for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
+            conv_check(&conv_cases[i]);
+        oq_nn_conv_set_simd(was);
+    }
+    run_const_mask = 0;
+}
+END_TEST
+
+static void zero_input1(const oq_tensor *const *in) { memset(in[1]->data, 0, in[1]->nbytes); }
+
+/* The run reads the packed copy made at prepare: zeroing W (or B) after
+ * prepare changes nothing when the packed path is taken, and zeroes the
+ * product when it is not (both are checked). */
+START_TEST(packed_weights_are_used) {
+    oq_tensor *x = rtens(DIMS(2, 3, 10, 10)), *w = rtens(DIMS(4, 3, 3, 3));
+    oq_tensor *a = rtens(DIMS(5, 8)), *b = rtens(DIMS(8, 6));
+    for (unsigned mask = 0; mask <= 2; mask += 2) {
+        tnode n;
+        oq_tensor out[1];
+        oq_error err = {0};
+        run_const_mask = mask;
+        run_hook = zero_input1;
+        tn_init(&n, "Conv");
+        ck_assert_msg(run_op("Conv", 22, &n, (const oq_tensor *[]){x, w}, 2, out, 1, &err) == OQ_OK, "%s",
+                      err.msg);
+        double sum = 0;
+        for (size_t i = 0; i < out[0].count; i++)
+            sum += fabs(((float *)out[0].data)[i]);
+        ck_assert_msg(mask ? sum > 1.0 : sum == 0.0, "Conv const mask %u: sum %g", mask, sum);
+        free_outs(out, 1);
+        for (int op = 0; op < 2; op++) {
+            float *bd = b->data;
+            for (size_t i = 0; i < b->count; i++)
+                bd[i] = frand();
+            tn_init(&n, op ? "MatMul" : "Gemm");
+            ck_assert_msg(run_op(op ? "MatMul" : "Gemm", 13, &n, (const oq_tensor *[]){a, b}, 2, out, 1,
+                                 &err) == OQ_OK,
+                          "%s", err.msg);
+            sum = 0;
+            for (size_t i = 0; i < out[0].count; i++)
+                sum += fabs(((float *)out[0].data)[i]);
+            ck_assert_msg(mask ? sum > 1.0 : sum == 0.0, "%s const mask %u: sum %g", op ? "MatMul" : "Gemm",
+                          mask, sum);
+            free_outs(out, 1);
+        }
+        float *wd = w->data;
+        for (size_t i = 0; i < w->count; i++)
+            wd[i] = frand();
+    }
+    run_hook = NULL;
+    run_const_mask = 0;
+    oq_tensor_free(x), oq_tensor_free(w), oq_tensor_free(a), oq_tensor_free(b);
 }
 END_TEST
 
@@ -597,7 +681,7 @@ static void gemm_check(int64_t M, int64_t N, int64_t K, int ta, int tb, float al
     oq_tensor_free(a), oq_tensor_free(b), oq_tensor_free(c);
 }
 
-START_TEST(gemm_vs_reference) {
+static void gemm_cases(void) {
     gemm_check(3, 5, 4, 1, 1, 0.25f, 0.35f, 2, (const int64_t[]){1, 5});
     gemm_check(7, 4, 9, 0, 0, 1.0f, 1.0f, 2, (const int64_t[]){7, 4});
     gemm_check(7, 4, 9, 1, 0, 1.0f, 0.5f, 2, (const int64_t[]){7, 1});
@@ -606,6 +690,23 @@ START_TEST(gemm_vs_reference) {
     gemm_check(64, 100, 130, 0, 1, 1.0f, 1.0f, 1, (const int64_t[]){100});
     gemm_check(1, 33, 70, 0, 1, 1.0f, 1.0f, -1, NULL);
     gemm_check(4, 3, 0, 0, 0, 1.0f, 1.0f, 1, (const int64_t[]){3}); /* K = 0: beta*C */
+    /* row-vector C [M, 1] with beta 1, scalar C, fc-layer shapes */
+    gemm_check(9, 20, 33, 0, 1, 1.0f, 1.0f, 2, (const int64_t[]){9, 1});
+    gemm_check(5, 7, 6, 1, 0, 0.5f, 1.0f, 2, (const int64_t[]){1, 1});
+    gemm_check(32, 128, 3136, 0, 1, 1.0f, 1.0f, 1, (const int64_t[]){128});
+    gemm_check(32, 10, 128, 0, 1, 1.0f, 1.0f, 2, (const int64_t[]){1, 10});
+}
+
+START_TEST(gemm_vs_reference) { gemm_cases(); }
+END_TEST
+
+/* B constant (packed once, alpha folded in), then B and C constant. */
+START_TEST(gemm_packed_vs_reference) {
+    run_const_mask = 0x2;
+    gemm_cases();
+    run_const_mask = 0x6;
+    gemm_cases();
+    run_const_mask = 0;
 }
 END_TEST
 
@@ -736,7 +837,7 @@ static void matmul_check(int ra, const int64_t *ad, int rb, const int64_t *bd, i
     oq_tensor_free(a), oq_tensor_free(b);
 }
 
-START_TEST(matmul_vs_reference) {
+static void matmul_cases(void) {
     matmul_check(DIMS(3), DIMS(3), 0, NULL);
     matmul_check(DIMS(4), DIMS(2, 4, 1), DIMS(2, 1));
     matmul_check(DIMS(1, 2, 4, 3), DIMS(3), DIMS(1, 2, 4));
@@ -756,6 +857,19 @@ START_TEST(matmul_vs_reference) {
     /* empty K and empty batch */
     matmul_check(DIMS(2, 3, 0), DIMS(2, 0, 4), DIMS(2, 3, 4));
     matmul_check(DIMS(0, 3, 2), DIMS(2, 4), DIMS(0, 3, 4));
+    /* transformer Linear shapes: [B, T, C] x [C, 4C] */
+    matmul_check(DIMS(2, 17, 96), DIMS(96, 384), DIMS(2, 17, 384));
+    matmul_check(DIMS(5), DIMS(5, 3), DIMS(3));
+}
+
+START_TEST(matmul_vs_reference) { matmul_cases(); }
+END_TEST
+
+/* B constant: every case with a 2-D B takes the packed path. */
+START_TEST(matmul_packed_vs_reference) {
+    run_const_mask = 0x2;
+    matmul_cases();
+    run_const_mask = 0;
 }
 END_TEST
 
@@ -998,6 +1112,9 @@ static const pool_case pool_cases[] = {
     /* ResNet's 3x3/2 pad 1, and a 2x2/2 with ceil on odd sizes */
     {2, 1, 3, {12, 11}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, 0, 0, 0},
     {2, 1, 2, {7, 9}, {2, 2}, {2, 2}, {1, 1}, {0, 0}, {0, 0}, 1, 1, 0},
+    /* the MaxPool 2x2/2 fast path: CNN plane sizes, odd sizes in floor mode */
+    {2, 3, 4, {14, 28}, {2, 2}, {2, 2}, {1, 1}, {0, 0}, {0, 0}, 0, 0, 0},
+    {2, 2, 3, {7, 9}, {2, 2}, {2, 2}, {1, 1}, {0, 0}, {0, 0}, 0, 0, 0},
 };
 
 START_TEST(pools_vs_reference) {
@@ -1404,6 +1521,10 @@ START_TEST(single_thread_paths) {
     test_pool = NULL;
     for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
         conv_check(&conv_cases[i]);
+    run_const_mask = 0x6;
+    for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
+        conv_check(&conv_cases[i]);
+    run_const_mask = 0;
     for (size_t i = 0; i < sizeof pool_cases / sizeof pool_cases[0]; i++)
         pool_check(&pool_cases[i], false, false);
     matmul_check(DIMS(2, 4, 17, 16), DIMS(2, 4, 16, 17), DIMS(2, 4, 17, 17));
@@ -1418,12 +1539,16 @@ int main(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, conv_hand_values);
     tcase_add_test(tc, conv_vs_reference);
+    tcase_add_test(tc, conv_packed_vs_reference);
+    tcase_add_test(tc, packed_weights_are_used);
     tcase_add_test(tc, conv_errors);
     tcase_add_test(tc, convtranspose_vs_reference);
     tcase_add_test(tc, convtranspose_errors);
     tcase_add_test(tc, gemm_vs_reference);
+    tcase_add_test(tc, gemm_packed_vs_reference);
     tcase_add_test(tc, gemm_opsets_types_errors);
     tcase_add_test(tc, matmul_vs_reference);
+    tcase_add_test(tc, matmul_packed_vs_reference);
     tcase_add_test(tc, matmul_types_errors);
     tcase_add_test(tc, einsum_cases);
     tcase_add_test(tc, pools_vs_reference);
