@@ -1,7 +1,9 @@
 /* test_calib.c: quant/calib.c. Min/max exact, moving average by hand, NaN/Inf
  * rejected with the tensor named, a histogram that grows while streaming
  * agreeing with a one-shot one, percentiles of a known distribution, entropy
- * and MSE clipping heavy-tailed data close to reference thresholds, memory
+ * and MSE clipping heavy-tailed data close to reference thresholds, entropy
+ * never collapsing a range (one-sided data away from 0, a ReLU spike at 0,
+ * a Cauchy tail, a small second mode: regressions from ppocr_cls), memory
  * fixed whatever the number of updates, and the calibrator as the observer of
  * a real model run (fmnist_cnn on 20 calibration samples). */
 #include <float.h>
@@ -428,6 +430,162 @@ START_TEST(entropy_sparse_values_not_clipped) {
 }
 END_TEST
 
+
+/* Uniform in [0, 1) from the same generator. */
+static double uniform01(uint64_t *s) {
+    return (double)(rng_next(s) >> 11) * 0x1p-53;
+}
+
+/* Values of x outside [lo, hi], counted on the raw data (not the histogram). */
+static size_t count_outside(const float *x, size_t n, float lo, float hi) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += x[i] < lo || x[i] > hi;
+    return k;
+}
+
+/* Regression (ppocr_cls, the SE block's HardSigmoid): one-sided data far
+ * from 0, [0.13, 0.34], 512 values. The window holding 0 and ending at the
+ * first occupied bin folded all the mass into that bin, P and Q were the
+ * same spike, KL 0: the old search returned [0, 0.130], 99.8% clipped.
+ * Now nothing may be clipped: the range is the data's. */
+START_TEST(entropy_one_sided_away_from_zero) {
+    uint64_t seed = 7;
+    float x[512];
+    for (int i = 0; i < 512; i++)
+        x[i] = (float)(0.13 + 0.21 * uniform01(&seed));
+    oq_quant_config c = cfg_for(OQ_CALIB_ENTROPY, 0);
+    oq_stats *s = stats_new(&c);
+    update_chunks(s, x, 512, 16);
+    float lo, hi, mn, mx;
+    oq_stats_minmax(s, &mn, &mx);
+    range(s, OQ_DTYPE_UINT8, false, &lo, &hi);
+    ck_assert_msg(lo == mn && hi == mx, "[%g, %g] vs data [%g, %g]", (double)lo, (double)hi,
+                  (double)mn, (double)mx);
+    range(s, OQ_DTYPE_INT8, true, &lo, &hi);
+    ck_assert_msg(hi == mx, "symmetric %g vs max %g", (double)hi, (double)mx);
+    oq_stats_free(s);
+    /* the same with plenty of values: KL may clip, but only a sliver */
+    const size_t n = 200000;
+    float *y = malloc(n * sizeof *y);
+    ck_assert_ptr_nonnull(y);
+    for (size_t i = 0; i < n; i++)
+        y[i] = (float)(0.13 + 0.21 * uniform01(&seed));
+    s = stats_new(&c);
+    update_chunks(s, y, n, 1000);
+    range(s, OQ_DTYPE_UINT8, false, &lo, &hi);
+    size_t out = count_outside(y, n, lo, hi);
+    ck_assert_msg(out <= n / 10000 && hi > 0.33f, "[%g, %g] clips %zu of %zu", (double)lo,
+                  (double)hi, out, n);
+    oq_stats_free(s);
+    free(y);
+}
+END_TEST
+
+/* A ReLU output: 60% exact zeros, the rest |Laplace| (seed 5) after an
+ * outlier at 40. Exact zeros quantize exactly whatever the range, so they
+ * must not move the threshold: the range with the spike equals the range
+ * of the non-zero values alone (same extremes, so the same grid). The old
+ * search let the spike dominate the first quantized group and clipped at
+ * about half the threshold found without it. */
+START_TEST(entropy_relu_spike_ignored) {
+    const size_t nz = 100000, n = 250000;
+    float *x = calloc(n + 1, sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    uint64_t seed = 5;
+    x[0] = 40;
+    for (size_t i = 1; i <= nz; i++)
+        x[i] = fabsf(laplace(&seed));
+    /* zeros interleaved with the values, so every update sees both */
+    float *mixed = malloc((n + 1) * sizeof *mixed);
+    ck_assert_ptr_nonnull(mixed);
+    size_t j = 0, k = 1;
+    mixed[j++] = 40;
+    for (size_t i = 0; i < n; i++) /* 2 of every 5: exactly nz values */
+        mixed[j++] = i % 5 < 2 ? x[k++] : 0.0f;
+    ck_assert_uint_eq(k, nz + 1);
+    oq_quant_config c = cfg_for(OQ_CALIB_ENTROPY, 4096);
+    oq_stats *a = stats_new(&c), *b = stats_new(&c);
+    float zero = 0;
+    update(a, &zero, 1); /* same extremes [0, 40] for both */
+    update_chunks(a, x, nz + 1, 1000);
+    update_chunks(b, mixed, n + 1, 1000);
+    float lo_a, hi_a, lo_b, hi_b;
+    range(a, OQ_DTYPE_UINT8, false, &lo_a, &hi_a);
+    range(b, OQ_DTYPE_UINT8, false, &lo_b, &hi_b);
+    ck_assert_msg(lo_b == 0 && fabsf(hi_b - hi_a) <= 1e-6f * hi_a, "spike %g vs without %g",
+                  (double)hi_b, (double)hi_a);
+    /* and it does clip the outlier: |Laplace| of 1e5 values tops out near 12 */
+    ck_assert_msg(hi_b > 8 && hi_b < 20, "threshold %g", (double)hi_b);
+    range(b, OQ_DTYPE_INT8, true, &lo_b, &hi_b);
+    range(a, OQ_DTYPE_INT8, true, &lo_a, &hi_a);
+    ck_assert_msg(fabsf(hi_b - hi_a) <= 1e-6f * hi_a, "symmetric spike %g vs without %g",
+                  (double)hi_b, (double)hi_a);
+    oq_stats_free(a);
+    oq_stats_free(b);
+    free(x);
+    free(mixed);
+}
+END_TEST
+
+/* Heavy tail: Cauchy (seed 11), 200000 values, max |x| in the thousands.
+ * KL of a 2048-bin histogram finds the sparse tail cheap to clip; the
+ * search may clip, but at most 1e-4 of the values (counted on the raw
+ * data), and it must still clip the extreme tail. */
+START_TEST(entropy_heavy_tail_clips_little) {
+    const size_t n = 200000;
+    float *x = malloc(n * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    uint64_t seed = 11;
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)tan(3.14159265358979 * (uniform01(&seed) - 0.5));
+    oq_quant_config c = cfg_for(OQ_CALIB_ENTROPY, 0);
+    oq_stats *s = stats_new(&c);
+    update_chunks(s, x, n, 1000);
+    float lo, hi, mn, mx;
+    oq_stats_minmax(s, &mn, &mx);
+    range(s, OQ_DTYPE_INT8, true, &lo, &hi);
+    size_t out = count_outside(x, n, lo, hi);
+    float amax = fmaxf(-mn, mx);
+    ck_assert_msg(out <= n / 10000 && hi < 0.5f * amax, "symmetric %g (max %g) clips %zu of %zu",
+                  (double)hi, (double)amax, out, n);
+    range(s, OQ_DTYPE_UINT8, false, &lo, &hi);
+    out = count_outside(x, n, lo, hi);
+    ck_assert_msg(out <= n / 10000 && lo > mn && hi < mx, "[%g, %g] of [%g, %g] clips %zu of %zu",
+                  (double)lo, (double)hi, (double)mn, (double)mx, out, n);
+    oq_stats_free(s);
+    free(x);
+}
+END_TEST
+
+/* Bimodal: Laplace around 0 (seed 13) and 0.1% of the values spread over
+ * [20, 60]. The second mode is real data, not outliers: its bins are sparse
+ * so clipping it is cheap in KL (the old search clipped at 12.3, all 200
+ * values), but it is 1e-3 of the mass, ten times what may be clipped. */
+START_TEST(entropy_bimodal_keeps_second_mode) {
+    const size_t n = 200000;
+    float *x = malloc(n * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    uint64_t seed = 13;
+    for (size_t i = 0; i < n; i++)
+        x[i] = i % 1000 == 0 ? (float)(20 + 40 * uniform01(&seed)) : laplace(&seed);
+    oq_quant_config c = cfg_for(OQ_CALIB_ENTROPY, 0);
+    oq_stats *s = stats_new(&c);
+    update_chunks(s, x, n, 1000);
+    float lo, hi;
+    range(s, OQ_DTYPE_UINT8, false, &lo, &hi);
+    size_t out = count_outside(x, n, lo, hi);
+    ck_assert_msg(out <= n / 10000 && hi > 50, "[%g, %g] clips %zu of %zu", (double)lo,
+                  (double)hi, out, n);
+    range(s, OQ_DTYPE_INT8, true, &lo, &hi);
+    out = count_outside(x, n, lo, hi);
+    ck_assert_msg(out <= n / 10000 && hi > 50, "symmetric %g clips %zu of %zu", (double)hi,
+                  out, n);
+    oq_stats_free(s);
+    free(x);
+}
+END_TEST
+
 /* ---- MSE ------------------------------------------------------------------------------- */
 
 /* The MSE objective computed exactly on the raw data (no histogram): for a
@@ -758,6 +916,10 @@ int main(void) {
     tcase_add_test(tc, entropy_clips_heavy_tail);
     tcase_add_test(tc, entropy_one_sided);
     tcase_add_test(tc, entropy_sparse_values_not_clipped);
+    tcase_add_test(tc, entropy_one_sided_away_from_zero);
+    tcase_add_test(tc, entropy_relu_spike_ignored);
+    tcase_add_test(tc, entropy_heavy_tail_clips_little);
+    tcase_add_test(tc, entropy_bimodal_keeps_second_mode);
     tcase_add_test(tc, mse_laplace_matches_theory);
     tcase_add_test(tc, mse_clips_heavy_tail);
     suite_add_tcase(s, tc);
