@@ -165,7 +165,7 @@ static enum MHD_Result queue(struct MHD_Connection *c, oq_req *r, unsigned statu
     MHD_destroy_response(resp);
     r->responded = true;
     r->status = status;
-    r->bytes_out = len;
+    r->bytes_out = strcmp(r->method, "HEAD") == 0 ? 0 : len; /* HEAD sends no body */
     return ret;
 }
 
@@ -613,7 +613,16 @@ static enum MHD_Result finish_upload(struct oq_server *s, struct MHD_Connection 
         return send_error(c, r);
     }
     if (oq_quant_config_from_json(cfg_json, &cfg, &err) != OQ_OK) {
-        set_error(r, 400, oq_status_name(OQ_EINVAL), "config", "config: %s", err.msg);
+        /* The library names the field ("config.per_channel must be ..."):
+         * that path is the detail, and the message needs no prefix. */
+        char field[sizeof r->err_detail] = "config";
+        if (strncmp(err.msg, "config.", 7) == 0) {
+            size_t n = strcspn(err.msg, ": ");
+            if (n < sizeof field)
+                snprintf(field, sizeof field, "%.*s", (int)n, err.msg);
+        }
+        set_error(r, 400, oq_status_name(OQ_EINVAL), field, "%s%s",
+                  strncmp(err.msg, "config", 6) == 0 ? "" : "config: ", err.msg);
         json_decref(cfg_json);
         return send_error(c, r);
     }
@@ -675,13 +684,33 @@ static enum MHD_Result send_metrics(struct oq_server *s, struct MHD_Connection *
                 fprintf(f, "onnxq_http_requests_total{route=\"%s\",code=\"%d\"} %llu\n",
                         route_names[rt], k + OQ_HTTP_CODE_MIN, (unsigned long long)n);
         }
-    size_t counts[OQ_JOB_STATE_COUNT];
-    oq_jobs_counts(s->jobs, counts);
+    oq_jobs_metrics m;
+    oq_jobs_metrics_get(s->jobs, &m);
     fprintf(f, "# HELP onnxq_jobs Jobs by state.\n# TYPE onnxq_jobs gauge\n");
     for (int st = 0; st < OQ_JOB_STATE_COUNT; st++)
-        fprintf(f, "onnxq_jobs{state=\"%s\"} %zu\n", oq_job_state_name((oq_job_state)st), counts[st]);
+        fprintf(f, "onnxq_jobs{state=\"%s\"} %zu\n", oq_job_state_name((oq_job_state)st), m.counts[st]);
     fprintf(f, "# HELP onnxq_queue_depth Jobs waiting for a worker.\n# TYPE onnxq_queue_depth gauge\n"
-               "onnxq_queue_depth %zu\n", counts[OQ_JOB_QUEUED]);
+               "onnxq_queue_depth %zu\n", m.counts[OQ_JOB_QUEUED]);
+    fprintf(f, "# HELP onnxq_job_duration_seconds Run time (start to end) of the jobs this process ran, "
+               "by final state.\n# TYPE onnxq_job_duration_seconds histogram\n");
+    static const oq_job_state ended[] = {OQ_JOB_SUCCEEDED, OQ_JOB_FAILED, OQ_JOB_CANCELLED};
+    for (size_t i = 0; i < sizeof ended / sizeof ended[0]; i++) {
+        oq_job_state st = ended[i];
+        const char *name = oq_job_state_name(st);
+        for (int b = 0; b < OQ_DURATION_BUCKETS; b++)
+            fprintf(f, "onnxq_job_duration_seconds_bucket{state=\"%s\",le=\"%g\"} %llu\n", name,
+                    oq_duration_bounds[b], (unsigned long long)m.dur_le[st][b]);
+        fprintf(f, "onnxq_job_duration_seconds_bucket{state=\"%s\",le=\"+Inf\"} %llu\n"
+                   "onnxq_job_duration_seconds_sum{state=\"%s\"} %.6f\n"
+                   "onnxq_job_duration_seconds_count{state=\"%s\"} %llu\n",
+                name, (unsigned long long)m.dur_count[st], name, m.dur_sum[st], name,
+                (unsigned long long)m.dur_count[st]);
+    }
+    fprintf(f, "# HELP onnxq_job_stage_seconds_total Time the jobs this process ran spent in each stage.\n"
+               "# TYPE onnxq_job_stage_seconds_total counter\n");
+    for (int i = 0; i < OQ_STAGE_COUNT; i++)
+        fprintf(f, "onnxq_job_stage_seconds_total{stage=\"%s\"} %.6f\n", oq_job_stage_name(i),
+                m.stage_s[i]);
     fprintf(f, "# HELP onnxq_http_received_bytes_total Request body bytes received.\n"
                "# TYPE onnxq_http_received_bytes_total counter\nonnxq_http_received_bytes_total %llu\n",
             (unsigned long long)__atomic_load_n(&s->bytes_in, __ATOMIC_RELAXED));

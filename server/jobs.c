@@ -29,6 +29,14 @@ typedef struct oq_job {
     char stage[16];
     uint64_t done, total;
     int64_t created, started, finished; /* epoch ms; 0 = not yet */
+    /* Per stage of the run (stage_names order): time spent, last progress,
+     * whether it was entered. cur_stage is the timed stage's index + 1 (0:
+     * none), entered at stage_since. */
+    int64_t stage_ms[OQ_STAGE_COUNT];
+    uint64_t stage_done[OQ_STAGE_COUNT], stage_total[OQ_STAGE_COUNT];
+    bool stage_seen[OQ_STAGE_COUNT];
+    int cur_stage;
+    int64_t stage_since;
     char err_code[24];
     char err_msg[OQ_ERROR_MSG_MAX];
     int abort_flag; /* read by oq_quantize through a volatile pointer */
@@ -55,7 +63,29 @@ struct oq_jobs {
     pthread_t sweeper;
     bool has_sweeper;
     oq_job_waiter *notify; /* waiters to tell once the lock is released */
+    /* Runs that ended since this process started (for /metrics). */
+    uint64_t dur_le[OQ_JOB_STATE_COUNT][OQ_DURATION_BUCKETS];
+    uint64_t dur_count[OQ_JOB_STATE_COUNT];
+    double dur_sum[OQ_JOB_STATE_COUNT];
+    double stage_s[OQ_STAGE_COUNT];
 };
+
+const double oq_duration_bounds[OQ_DURATION_BUCKETS] = {0.1, 0.25, 0.5, 1,   2.5, 5,    10,
+                                                         30,  60,   120, 300, 600, 1800, 3600};
+
+static const char *const stage_names[OQ_STAGE_COUNT] = {"load",    "prepare",  "calibrate",
+                                                        "rewrite", "evaluate", "save"};
+
+const char *oq_job_stage_name(int stage) {
+    return stage >= 0 && stage < OQ_STAGE_COUNT ? stage_names[stage] : "unknown";
+}
+
+static int stage_index(const char *name) {
+    for (int i = 0; i < OQ_STAGE_COUNT; i++)
+        if (strcmp(name, stage_names[i]) == 0)
+            return i;
+    return -1;
+}
 
 static const char *const state_names[OQ_JOB_STATE_COUNT] = {"queued", "running", "succeeded",
                                                             "failed", "cancelled"};
@@ -83,6 +113,33 @@ static json_t *time_json(int64_t ms) {
     return json_string(buf);
 }
 
+static json_t *seconds_json(int64_t from, int64_t to) {
+    return from && to ? json_real((double)(to - from) / 1000.0) : json_null();
+}
+
+/* queued_s and run_s run on while the job is in that state; stages lists
+ * the stages entered, in order, each with its time and last progress (so
+ * "calibrate" keeps samples done of total after the job moved on). */
+static json_t *timings_json(const oq_job *j) {
+    int64_t now = oq_now_ms();
+    int64_t queue_end = j->started ? j->started : j->finished ? j->finished : now;
+    int64_t run_end = j->finished ? j->finished : now;
+    json_t *stages = json_array();
+    for (int i = 0; i < OQ_STAGE_COUNT; i++) {
+        if (!j->stage_seen[i])
+            continue;
+        int64_t ms = j->stage_ms[i] + (j->cur_stage == i + 1 ? now - j->stage_since : 0);
+        json_array_append_new(stages, json_pack("{s:s,s:f,s:I,s:I}", "name", stage_names[i], "seconds",
+                                                (double)ms / 1000.0, "done", (json_int_t)j->stage_done[i],
+                                                "total", (json_int_t)j->stage_total[i]));
+    }
+    json_t *t = json_object();
+    json_object_set_new(t, "queued_s", seconds_json(j->created, queue_end));
+    json_object_set_new(t, "run_s", seconds_json(j->started, j->started ? run_end : 0));
+    json_object_set_new(t, "stages", stages);
+    return t;
+}
+
 /* The job as the API shows it; internal adds what a restart needs. */
 static json_t *job_json(const oq_job *j, bool internal) {
     char url[64];
@@ -97,6 +154,7 @@ static json_t *job_json(const oq_job *j, bool internal) {
     json_object_set_new(o, "created", time_json(j->created));
     json_object_set_new(o, "started", time_json(j->started));
     json_object_set_new(o, "finished", time_json(j->finished));
+    json_object_set_new(o, "timings", timings_json(j));
     if (j->err_code[0])
         json_object_set_new(o, "error", json_pack("{s:s,s:o}", "code", j->err_code, "message",
                                                   oq_json_text(j->err_msg)));
@@ -137,18 +195,23 @@ static void persist_locked(oq_jobs *js, const oq_job *j) {
     free(text);
 }
 
+static bool terminal(oq_job_state s) {
+    return s == OQ_JOB_SUCCEEDED || s == OQ_JOB_FAILED || s == OQ_JOB_CANCELLED;
+}
+
+/* One line per state change; an ended run adds its time (ms=, as on request
+ * lines). */
 static void log_state(const oq_job *j) {
+    char ms[32] = "";
+    if (terminal(j->state) && j->started && j->finished >= j->started)
+        snprintf(ms, sizeof ms, " ms=%lld", (long long)(j->finished - j->started));
     if (j->err_code[0]) {
         char m[600];
         oq_sanitize(m, sizeof m, j->err_msg);
-        oq_log("job", "id=%s state=%s code=%s msg=\"%s\"", j->id, oq_job_state_name(j->state),
+        oq_log("job", "job=%s state=%s%s code=%s msg=\"%s\"", j->id, oq_job_state_name(j->state), ms,
                j->err_code, m);
     } else
-        oq_log("job", "id=%s state=%s", j->id, oq_job_state_name(j->state));
-}
-
-static bool terminal(oq_job_state s) {
-    return s == OQ_JOB_SUCCEEDED || s == OQ_JOB_FAILED || s == OQ_JOB_CANCELLED;
+        oq_log("job", "job=%s state=%s%s", j->id, oq_job_state_name(j->state), ms);
 }
 
 /* Detaches j's waiter and fills its result; told in unlock_and_notify. */
@@ -204,13 +267,22 @@ static void drop_upload(const oq_jobs *js, const char *id) {
     oq_rm_tree(path);
 }
 
+/* Ends the timed stage at now (adds its time). */
+static void stage_close(oq_job *j, int64_t now) {
+    if (j->cur_stage > 0 && j->cur_stage <= OQ_STAGE_COUNT && now >= j->stage_since)
+        j->stage_ms[j->cur_stage - 1] += now - j->stage_since;
+    j->cur_stage = 0;
+}
+
 static void set_state_locked(oq_jobs *js, oq_job *j, oq_job_state s, const char *code,
                              const char *msg) {
     j->state = s;
     if (s == OQ_JOB_RUNNING)
         j->started = oq_now_ms();
-    else if (s != OQ_JOB_QUEUED)
+    else if (s != OQ_JOB_QUEUED) {
         j->finished = oq_now_ms();
+        stage_close(j, j->finished);
+    }
     if (code) {
         snprintf(j->err_code, sizeof j->err_code, "%s", code);
         snprintf(j->err_msg, sizeof j->err_msg, "%s", msg ? msg : "");
@@ -246,14 +318,31 @@ typedef struct {
 
 static void progress(void *ctx, const char *stage, size_t done, size_t total) {
     progress_ctx *p = ctx;
+    oq_job *j = p->j;
+    char s[sizeof j->stage];
+    oq_sanitize(s, sizeof s, stage); /* it reaches the log and job.json */
+    int idx = stage_index(s);
+    int64_t now = oq_now_ms();
     pthread_mutex_lock(&p->js->mu);
-    bool changed = strncmp(p->j->stage, stage, sizeof p->j->stage - 1) != 0;
-    snprintf(p->j->stage, sizeof p->j->stage, "%s", stage);
-    p->j->done = done;
-    p->j->total = total;
+    bool changed = strcmp(j->stage, s) != 0;
+    if (changed) {
+        stage_close(j, now);
+        if (idx >= 0) {
+            j->cur_stage = idx + 1;
+            j->stage_since = now;
+            j->stage_seen[idx] = true;
+        }
+    }
+    if (idx >= 0) {
+        j->stage_done[idx] = done;
+        j->stage_total[idx] = total;
+    }
+    memcpy(j->stage, s, sizeof j->stage);
+    j->done = done;
+    j->total = total;
     pthread_mutex_unlock(&p->js->mu);
     if (changed)
-        oq_log("job", "id=%s state=running stage=%s total=%zu", p->j->id, stage, total);
+        oq_log("job", "job=%s state=running stage=%s total=%zu", p->j->id, s, total);
 }
 
 /* Our folder names in a message become the field the client sent. */
@@ -294,17 +383,22 @@ static oq_status run_job(oq_jobs *js, oq_job *j, oq_error *err) {
     oq_tensor_list calib = {0}, eval = {0}, labels = {0};
     json_t *report = NULL;
     char *text = NULL;
+    progress_ctx pc = {js, j};
+    size_t n_files = 1 + (size_t)j->n_calib + j->has_eval + j->has_labels, loaded = 0;
+    progress(&pc, "load", loaded, n_files);
     oq_path(path, sizeof path, "%s/model.onnx", up);
     oq_load_opts lo = {.base_dir = up};
     if ((st = oq_model_load_file(path, &lo, &m, err)) != OQ_OK) {
         err_rename(err, path, "model");
         goto out;
     }
+    progress(&pc, "load", ++loaded, n_files);
     for (int i = 0; i < j->n_calib; i++) {
         oq_path(path, sizeof path, "%s/calib-%02d.bin", up, i);
         snprintf(label, sizeof label, "calibration file %d", i + 1);
         if ((st = load_into(path, label, &calib, err)) != OQ_OK)
             goto out;
+        progress(&pc, "load", ++loaded, n_files);
     }
     oq_path(path, sizeof path, "%s/eval.bin", up);
     if (j->has_eval && (st = load_into(path, "eval", &eval, err)) != OQ_OK)
@@ -312,11 +406,11 @@ static oq_status run_job(oq_jobs *js, oq_job *j, oq_error *err) {
     oq_path(path, sizeof path, "%s/labels.bin", up);
     if (j->has_labels && (st = load_into(path, "labels", &labels, err)) != OQ_OK)
         goto out;
+    progress(&pc, "load", n_files, n_files);
     if (labels.count > 1) {
         st = oq_err(err, OQ_EDATA, "labels: one tensor expected, found %zu", labels.count);
         goto out;
     }
-    progress_ctx pc = {js, j};
     oq_quant_inputs in = {
         .calib = (const oq_tensor *const *)calib.items,
         .n_calib = calib.count,
@@ -329,17 +423,21 @@ static oq_status run_job(oq_jobs *js, oq_job *j, oq_error *err) {
     };
     if ((st = oq_quantize(m, &cfg, &in, &q, &report, err)) != OQ_OK)
         goto out;
+    progress(&pc, "save", 0, 2);
     oq_path(path, sizeof path, "%s/model.int8.onnx", dir);
     if ((st = oq_model_save_file(q, path, NULL, err)) != OQ_OK) {
         err_rename(err, path, "model.int8.onnx");
         goto out;
     }
+    progress(&pc, "save", 1, 2);
     text = json_dumps(report, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
     oq_path(path, sizeof path, "%s/report.json", dir);
     if (!text)
         st = oq_err(err, OQ_ENOMEM, "report: out of memory");
     else if ((st = oq_write_file_atomic(path, text, strlen(text), err)) != OQ_OK)
         err_rename(err, path, "report.json");
+    else
+        progress(&pc, "save", 2, 2);
 out:
     free(text);
     json_decref(report);
@@ -357,6 +455,20 @@ static oq_job *first_queued_locked(oq_jobs *js) {
         if (j->state == OQ_JOB_QUEUED)
             return j;
     return NULL;
+}
+
+/* Under js->mu, once per run that ended (not for restart recovery: a
+ * process's metrics count what it ran). */
+static void observe_locked(oq_jobs *js, const oq_job *j) {
+    if (!terminal(j->state) || !j->started || j->finished < j->started)
+        return;
+    double s = (double)(j->finished - j->started) / 1000.0;
+    for (int b = 0; b < OQ_DURATION_BUCKETS; b++)
+        js->dur_le[j->state][b] += s <= oq_duration_bounds[b];
+    js->dur_count[j->state]++;
+    js->dur_sum[j->state] += s;
+    for (int i = 0; i < OQ_STAGE_COUNT; i++)
+        js->stage_s[i] += (double)j->stage_ms[i] / 1000.0;
 }
 
 static void *worker_main(void *arg) {
@@ -384,6 +496,7 @@ static void *worker_main(void *arg) {
         else
             set_state_locked(js, j, st == OQ_ECANCELLED ? OQ_JOB_CANCELLED : OQ_JOB_FAILED,
                              oq_status_name(st), err.msg);
+        observe_locked(js, j);
         pthread_cond_broadcast(&js->done_cv);
         unlock_and_notify(js);
         pthread_mutex_lock(&js->mu);
@@ -413,7 +526,7 @@ static void clean_job_dir(const oq_jobs *js, const oq_job *j) {
     for (struct dirent *e; (e = readdir(d));)
         if (strstr(e->d_name, ".tmp.") && oq_path(p, sizeof p, "%s/%s", dir, e->d_name)) {
             unlink(p);
-            oq_log("recover", "id=%s msg=\"temporary file removed\"", j->id);
+            oq_log("recover", "job=%s msg=\"temporary file removed\"", j->id);
         }
     closedir(d);
 }
@@ -426,7 +539,7 @@ static void recover_one(oq_jobs *js, const char *id) {
         /* An upload cut short by a crash: never accepted, nothing to list. */
         job_path(js, id, NULL, path, sizeof path);
         oq_rm_tree(path);
-        oq_log("recover", "id=%s msg=\"incomplete upload removed\"", id);
+        oq_log("recover", "job=%s msg=\"incomplete upload removed\"", id);
         return;
     }
     json_error_t je;
@@ -438,7 +551,7 @@ static void recover_one(oq_jobs *js, const char *id) {
             s = i;
     oq_job *j = s >= 0 ? calloc(1, sizeof *j) : NULL;
     if (!j) {
-        oq_log("recover", "id=%s msg=\"unreadable job.json skipped\"", id);
+        oq_log("recover", "job=%s msg=\"unreadable job.json skipped\"", id);
         json_decref(o);
         return;
     }
@@ -453,6 +566,20 @@ static void recover_one(oq_jobs *js, const char *id) {
     j->created = ms_field(o, "created");
     j->started = ms_field(o, "started");
     j->finished = ms_field(o, "finished");
+    const json_t *stages = json_object_get(json_object_get(o, "timings"), "stages");
+    for (size_t i = 0; i < json_array_size(stages); i++) {
+        const json_t *se = json_array_get(stages, i);
+        int idx = stage_index(str_or(json_object_get(se, "name")));
+        double sec = json_number_value(json_object_get(se, "seconds"));
+        json_int_t d = json_integer_value(json_object_get(se, "done"));
+        json_int_t t = json_integer_value(json_object_get(se, "total"));
+        if (idx < 0 || !(sec >= 0 && sec < 1e9)) /* also rejects NaN */
+            continue;
+        j->stage_seen[idx] = true;
+        j->stage_ms[idx] = (int64_t)(sec * 1000.0 + 0.5);
+        j->stage_done[idx] = d > 0 ? (uint64_t)d : 0;
+        j->stage_total[idx] = t > 0 ? (uint64_t)t : 0;
+    }
     if (e) {
         snprintf(j->err_code, sizeof j->err_code, "%s", str_or(json_object_get(e, "code")));
         snprintf(j->err_msg, sizeof j->err_msg, "%s", str_or(json_object_get(e, "message")));
@@ -485,7 +612,7 @@ static void recover_one(oq_jobs *js, const char *id) {
         set_state_locked(js, j, OQ_JOB_FAILED, oq_status_name(OQ_EINTERNAL),
                          "interrupted by a restart");
     } else if (j->state == OQ_JOB_QUEUED)
-        oq_log("recover", "id=%s msg=\"queued again\"", id); /* its upload is complete */
+        oq_log("recover", "job=%s msg=\"queued again\"", id); /* its upload is complete */
 }
 
 static void recover(oq_jobs *js) {
@@ -517,7 +644,7 @@ static void sweep_locked(oq_jobs *js) {
             char path[PATH_MAX];
             job_path(js, j->id, NULL, path, sizeof path);
             oq_rm_tree(path);
-            oq_log("job", "id=%s state=%s msg=\"expired (ttl %llds)\"", j->id,
+            oq_log("job", "job=%s state=%s msg=\"expired (ttl %llds)\"", j->id,
                    oq_job_state_name(j->state), (long long)(js->ttl_ms / 1000));
             job_free(j);
         } else {
@@ -802,7 +929,7 @@ int oq_jobs_delete(oq_jobs *js, const char *id, json_t **view) {
         http = 200;
     } else if (j && j->state == OQ_JOB_RUNNING) {
         __atomic_store_n(&j->abort_flag, 1, __ATOMIC_RELAXED);
-        oq_log("job", "id=%s state=running msg=\"cancel requested\"", j->id);
+        oq_log("job", "job=%s state=running msg=\"cancel requested\"", j->id);
         *view = job_json(j, false);
         http = 202; /* the worker marks it cancelled when oq_quantize stops */
     } else if (j) {
@@ -812,12 +939,24 @@ int oq_jobs_delete(oq_jobs *js, const char *id, json_t **view) {
         char path[PATH_MAX];
         job_path(js, id, NULL, path, sizeof path);
         oq_rm_tree(path);
-        oq_log("job", "id=%s state=%s msg=\"removed\"", j->id, oq_job_state_name(j->state));
+        oq_log("job", "job=%s state=%s msg=\"removed\"", j->id, oq_job_state_name(j->state));
         job_free(j);
         http = 204;
     }
     unlock_and_notify(js);
     return http;
+}
+
+void oq_jobs_metrics_get(oq_jobs *js, oq_jobs_metrics *m) {
+    memset(m, 0, sizeof *m);
+    pthread_mutex_lock(&js->mu);
+    for (oq_job *j = js->head; j; j = j->next)
+        m->counts[j->state]++;
+    memcpy(m->dur_le, js->dur_le, sizeof m->dur_le);
+    memcpy(m->dur_count, js->dur_count, sizeof m->dur_count);
+    memcpy(m->dur_sum, js->dur_sum, sizeof m->dur_sum);
+    memcpy(m->stage_s, js->stage_s, sizeof m->stage_s);
+    pthread_mutex_unlock(&js->mu);
 }
 
 void oq_jobs_counts(oq_jobs *js, size_t counts[OQ_JOB_STATE_COUNT]) {

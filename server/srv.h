@@ -121,6 +121,29 @@ int oq_jobs_open_result(oq_jobs *js, const char *id, const char *name, uint64_t 
 int oq_jobs_delete(oq_jobs *js, const char *id, json_t **view);
 void oq_jobs_counts(oq_jobs *js, size_t counts[OQ_JOB_STATE_COUNT]);
 
+/* The stages a job's run goes through, in order: "load" (reading the
+ * uploads), the pipeline's own (prepare, calibrate, rewrite, evaluate, see
+ * quantize.h), "save" (writing the results). */
+#define OQ_STAGE_COUNT 6
+const char *oq_job_stage_name(int stage);
+
+/* Upper bounds (seconds) of the job duration histogram: jobs run from a
+ * tenth of a second (a small model, dynamic mode) to about an hour. */
+#define OQ_DURATION_BUCKETS 14
+extern const double oq_duration_bounds[OQ_DURATION_BUCKETS];
+
+/* What /metrics shows of the jobs since this process started. Durations
+ * are run times (start to end) of jobs that ran, by final state; a job
+ * cancelled while still queued never ran and is not observed. */
+typedef struct {
+    size_t counts[OQ_JOB_STATE_COUNT];                          /* jobs now, by state */
+    uint64_t dur_le[OQ_JOB_STATE_COUNT][OQ_DURATION_BUCKETS]; /* cumulative: runs <= bound */
+    uint64_t dur_count[OQ_JOB_STATE_COUNT];
+    double dur_sum[OQ_JOB_STATE_COUNT];
+    double stage_s[OQ_STAGE_COUNT]; /* seconds spent in each stage by ended runs */
+} oq_jobs_metrics;
+void oq_jobs_metrics_get(oq_jobs *js, oq_jobs_metrics *m);
+
 /* ---- server.c / http.c ---- */
 typedef enum {
     OQ_ROUTE_HEALTHZ = 0,

@@ -37,9 +37,28 @@ K=$(jfield "$TMP/body" id)
 req "queued behind it" 202 -F model=@"$MODEL" -F calibration=@"$CALIB" -F "config=$CONFIG" "$A/v1/jobs"
 KQ=$(jfield "$TMP/body" id)
 wait_running "$A" "$K" && pass || fail "slow job never ran"
-sleep 0.5
+# While it runs, GET shows the stage and the calibration samples done of
+# total (ppocr_cls calibration data: 64 samples). Calibration takes ~0.4 s
+# in a release build: poll fast, save what was seen, kill, then check.
+calibrating=0
+for _ in $(seq 1 3000); do
+    curl -s -o "$TMP/run.json" "$A/v1/jobs/$K"
+    [ "$(jq -r '[.timings.stages[] | select(.name == "calibrate")][0].done // 0' "$TMP/run.json")" -ge 1 ] &&
+        { calibrating=1; break; }
+    sleep 0.02
+done
+curl -s -o "$TMP/q.json" "$A/v1/jobs/$KQ"
 kill -KILL "$PID"
 wait "$PID" 2>/dev/null
+expect_eq "running job: calibration seen under way" 1 "$calibrating"
+expect_eq "running job: state" running "$(jfield "$TMP/run.json" state)"
+expect_eq "running job: calibration total" 64 "$(stage_field "$TMP/run.json" calibrate total)"
+pycheck "running job: stage, progress and timings agree" \
+    'f[0]["stage"] != "calibrate" or (f[0]["progress"]["total"] == 64 and 1 <= f[0]["progress"]["done"] <= 64)' "$TMP/run.json"
+pycheck "running job: run_s runs, stages so far in order" \
+    'f[0]["timings"]["run_s"] > 0 and [s["name"] for s in f[0]["timings"]["stages"]][:3] == ["load", "prepare", "calibrate"]' "$TMP/run.json"
+pycheck "queued job: no run yet" \
+    'f[0]["state"] == "queued" and f[0]["timings"]["run_s"] is None and f[0]["timings"]["stages"] == [] and f[0]["timings"]["queued_s"] > 0' "$TMP/q.json"
 # What a crash in the middle of an atomic write leaves behind.
 printf 'half' >"$DATA/jobs/$K/model.int8.onnx.tmp.AbC123"
 printf 'half' >"$DATA/jobs/$K/model.int8.onnx"
@@ -48,13 +67,16 @@ A=$URL
 req "after kill -9: the job" 200 "$A/v1/jobs/$K"
 expect_eq "after kill -9: failed" failed "$(jfield "$TMP/body" state)"
 expect_eq "after kill -9: reason" "interrupted by a restart" "$(jfield "$TMP/body" error message)"
+curl -s -o "$TMP/m.txt" "$A/metrics"
+expect_eq "after kill -9: a run this process did not make is not observed" 0 \
+    "$(metric "$TMP/m.txt" 'onnxq_job_duration_seconds_count{state="failed"}')"
 code=$(curl -s -o "$TMP/body" -w '%{http_code}' "$A/v1/jobs/$K/model")
 if [ "$code" = 404 ] || [ "$code" = 409 ]; then pass; else fail "after kill -9: /model answered $code"; fi
 expect_no_grep "after kill -9: the half-written model is not served" "$TMP/body" "half"
 left=$(find "$DATA/jobs/$K" -name '*.tmp.*' -o -name 'model.int8.onnx' -o -name upload | wc -l)
 expect_eq "after kill -9: temp files, partial model and upload removed" 0 "$left"
 expect_eq "after kill -9: the queued job runs after the restart" succeeded "$(wait_job "$A" "$KQ")"
-expect_grep "log: queued job taken up again" "$TMP/a2.log" "id=$KQ msg=\"queued again\""
+expect_grep "log: queued job taken up again" "$TMP/a2.log" "job=$KQ msg=\"queued again\""
 
 # ---- SIGTERM during a job: it completes, POSTs get 503, exit 0 ---------------
 req "slow job before SIGTERM" 202 -F model=@"$SLOW" -F calibration=@"$SLOW_CALIB" -F "config=$SLOW_CONFIG" "$A/v1/jobs"
@@ -69,7 +91,7 @@ req "draining: jobs can still be polled" 200 "$A/v1/jobs/$T"
 stop_daemon "$PID" # already signalled: waits for the exit
 expect_eq "SIGTERM during a job: exit status" 0 "$STOP_RC"
 expect_grep "log: the drain" "$TMP/a2.log" "event=drain running=1"
-expect_grep "log: the job finished during the drain" "$TMP/a2.log" "id=$T state=succeeded"
+expect_grep "log: the job finished during the drain" "$TMP/a2.log" "job=$T state=succeeded"
 expect_grep "log: stopped" "$TMP/a2.log" 'event=stop msg="stopped"'
 
 # ---- SIGTERM with --grace 0: running job stopped, queued job kept ------------
@@ -101,6 +123,25 @@ expect_eq "stopped job: failed" failed "$(jfield "$TMP/body" state)"
 msg=$(jfield "$TMP/body" error message)
 if [[ "$msg" == "server shutting down"* ]]; then pass; else fail "stopped job: reason '$msg'"; fi
 expect_eq "queued job kept and run after restart" succeeded "$(wait_job "$A" "$GQ")"
+# Cancelling: a run stopped by DELETE is observed as cancelled in the
+# duration histogram; a job cancelled while queued never ran and is not.
+req "cancel: slow job" 202 -F model=@"$SLOW" -F calibration=@"$SLOW_CALIB" -F "config=$SLOW_CONFIG" "$A/v1/jobs"
+CR=$(jfield "$TMP/body" id)
+wait_running "$A" "$CR" && pass || fail "cancel: slow job never ran"
+req "cancel: queued behind it" 202 -F model=@"$MODEL" -F calibration=@"$CALIB" -F "config=$CONFIG" "$A/v1/jobs"
+CQ=$(jfield "$TMP/body" id)
+req "cancel: DELETE the queued job" 200 -X DELETE "$A/v1/jobs/$CQ"
+req "cancel: DELETE the running job" 202 -X DELETE "$A/v1/jobs/$CR"
+expect_eq "cancel: the run ends cancelled" cancelled "$(wait_job "$A" "$CR")"
+req "cancel: metrics" 200 "$A/metrics"
+check_metrics "$TMP/body" >"$TMP/check.out" && pass || fail "cancel: metrics format: $(cat "$TMP/check.out")"
+expect_eq "cancel: both jobs cancelled" 2 "$(metric "$TMP/body" 'onnxq_jobs{state="cancelled"}')"
+expect_eq "cancel: one cancelled run observed" 1 "$(metric "$TMP/body" 'onnxq_job_duration_seconds_count{state="cancelled"}')"
+grep -q " event=job job=$CR state=cancelled ms=[0-9]* code=ECANCELLED" "$TMP/c.log" && pass ||
+    fail "cancel: log line of the cancelled run"
+grep -q " event=job job=$CQ state=cancelled code=ECANCELLED" "$TMP/c.log" && pass ||
+    fail "cancel: log line of the cancelled queued job (no ms: it never ran)"
+check_log "$TMP/c.log"
 stop_daemon "$PID"
 expect_eq "c: exit status" 0 "$STOP_RC"
 
@@ -115,7 +156,7 @@ wait_for "ttl 1 s: the job disappears" 10 gone
 req "ttl: list empty" 200 "$A/v1/jobs"
 expect_eq "ttl: nothing listed" "[]" "$(jfield "$TMP/body" jobs)"
 [ -e "$TMP/ttl/jobs/$E" ] && fail "ttl: the job folder remains" || pass
-expect_grep "log: expiry" "$TMP/d.log" "id=$E state=succeeded msg=\"expired"
+expect_grep "log: expiry" "$TMP/d.log" "job=$E state=succeeded msg=\"expired"
 stop_daemon "$PID"
 # Leftovers: jobs that expired while the daemon was down go at startup.
 start_daemon e --data-dir "$DATA" --workers 1 --job-ttl 1
