@@ -440,6 +440,82 @@ OQ_NN_HOT static void im2col2d_rows(void *arg, size_t r0, size_t r1) {
     }
 }
 
+/* Implicit GEMM for 2-D convs with packed weights: the SGEMM driver asks
+ * for 32-lane panels of the column matrix (lanes: output positions,
+ * consecutive images back to back; depth: c, kh, kw) and this writes them
+ * straight from the input, so the column matrix is never materialised
+ * and read back (one pass over the data instead of three). */
+typedef struct {
+    const conv_plan *p;
+    const float *x;    /* lane 0's image, its group's first channel */
+    size_t img_stride; /* floats from one image to the next: C * Pin */
+} conv_pack_job;
+
+/* Lanes of one output row of one image inside a panel. */
+typedef struct {
+    int lane, n;
+    const float *img;
+    int64_t oh, ow;
+} conv_lane_run;
+
+/* The lane runs of panel lanes [l0 + q0, l0 + q0 + w): at most 32. */
+static int conv_lane_runs(const conv_pack_job *j, int l0, int q0, int w, conv_lane_run *run) {
+    size_t P = j->p->Pout;
+    int64_t OW = j->p->g.out[1];
+    int nr = 0;
+    for (int l = 0; l < w;) {
+        size_t q = (size_t)(l0 + q0 + l), pos = q % P;
+        int64_t oh = (int64_t)pos / OW, ow = (int64_t)pos % OW;
+        int n = (int64_t)(w - l) < OW - ow ? w - l : (int)(OW - ow);
+        run[nr++] = (conv_lane_run){l, n, j->x + (q / P) * j->img_stride, oh, ow};
+        l += n;
+    }
+    return nr;
+}
+
+OQ_NN_HOT static void conv_pack_panels_scalar(void *arg, int l0, int nl, int k0, int kc, float *dst) {
+    const conv_pack_job *j = arg;
+    const conv_plan *p = j->p;
+    const oq_nn_geom *g = &p->g;
+    int64_t IH = g->in[0], IW = g->in[1], KH = g->k[0], KW = g->k[1];
+    int64_t sh = g->s[0], sw = g->s[1], dh = g->d[0], dw = g->d[1], pt = g->pb[0], pl = g->pb[1];
+    for (int q0 = 0; q0 < nl; q0 += 32) {
+        float *pan = dst + (size_t)(q0 / 32) * (size_t)kc * 32;
+        int w = nl - q0 < 32 ? nl - q0 : 32;
+        conv_lane_run run[32];
+        int nr = conv_lane_runs(j, l0, q0, w, run);
+        for (int k = 0; k < kc; k++) {
+            int64_t kk = k0 + k, c = kk / (KH * KW), kh = (kk / KW) % KH, kw = kk % KW;
+            float *restrict d = pan + (size_t)k * 32;
+            for (int r = 0; r < nr; r++) {
+                const conv_lane_run *u = &run[r];
+                float *restrict dr = d + u->lane;
+                int64_t ih = u->oh * sh - pt + kh * dh;
+                if (ih < 0 || ih >= IH) {
+                    for (int e = 0; e < u->n; e++)
+                        dr[e] = 0.0f;
+                    continue;
+                }
+                const float *restrict src = u->img + (size_t)c * p->Pin + (size_t)(ih * IW);
+                int64_t base = u->ow * sw - pl + kw * dw, lo, hi;
+                valid_span(base, sw, IW, u->n, &lo, &hi);
+                for (int64_t e = 0; e < lo; e++)
+                    dr[e] = 0.0f;
+                if (sw == 1)
+                    for (int64_t e = lo; e < hi; e++)
+                        dr[e] = src[base + e];
+                else
+                    for (int64_t e = lo; e < hi; e++)
+                        dr[e] = src[base + e * sw];
+                for (int64_t e = hi; e < u->n; e++)
+                    dr[e] = 0.0f;
+            }
+            for (int e = w; e < 32; e++)
+                d[e] = 0.0f;
+        }
+    }
+}
+
 static bool conv_simd_disabled; /* tests only: oq_nn_conv_set_simd */
 
 bool oq_nn_conv_set_simd(bool on) {
@@ -511,7 +587,87 @@ __attribute__((target("avx512f"))) static void im2col2d_rows_avx512(void *arg, s
         }
     }
 }
+
+/* conv_pack_panels with AVX-512, stride 1 along the row: each lane run of
+ * a panel row is at most two masked loads of the input row (lanes outside
+ * it read as 0: the zero padding) and two masked stores. The loads'
+ * offsets and masks depend only on the run and (kh, kw), not on the
+ * channel, so they are tabulated once per panel. */
+#define CONV_PACK_MAX_TAPS 49 /* kernels up to 7x7 take the tabulated path */
+__attribute__((target("avx512f"))) static void conv_pack_panels_avx512(void *arg, int l0, int nl, int k0,
+                                                                       int kc, float *dst) {
+    const conv_pack_job *j = arg;
+    const conv_plan *p = j->p;
+    const oq_nn_geom *g = &p->g;
+    int64_t IH = g->in[0], IW = g->in[1], KH = g->k[0], KW = g->k[1], T = KH * KW;
+    int64_t sh = g->s[0], dh = g->d[0], dw = g->d[1], pt = g->pb[0], pl = g->pb[1];
+    const __m512 zero = _mm512_setzero_ps();
+    for (int q0 = 0; q0 < nl; q0 += 32) {
+        float *pan = dst + (size_t)(q0 / 32) * (size_t)kc * 32;
+        int w = nl - q0 < 32 ? nl - q0 : 32;
+        conv_lane_run run[32];
+        int nr = conv_lane_runs(j, l0, q0, w, run);
+        /* per run and tap: element offset from the channel plane (lane 0)
+         * and the mask of lanes inside the input; 0 when the row is out */
+        int64_t off[32 * CONV_PACK_MAX_TAPS];
+        uint32_t valid[32 * CONV_PACK_MAX_TAPS];
+        for (int r = 0; r < nr; r++)
+            for (int64_t kh = 0; kh < KH; kh++) {
+                int64_t ih = run[r].oh * sh - pt + kh * dh;
+                for (int64_t kw = 0; kw < KW; kw++) {
+                    size_t e = (size_t)r * (size_t)T + (size_t)(kh * KW + kw);
+                    int64_t base = run[r].ow - pl + kw * dw; /* input column of lane 0 */
+                    int64_t lo = base < 0 ? -base : 0, hi = IW - base < run[r].n ? IW - base : run[r].n;
+                    bool row_ok = ih >= 0 && ih < IH;
+                    valid[e] = row_ok && hi > lo ? (uint32_t)(((uint64_t)1 << hi) - ((uint64_t)1 << lo)) : 0u;
+                    off[e] = (row_ok ? ih : 0) * IW + base;
+                }
+            }
+        int64_t c = k0 / T, t = k0 % T;
+        for (int k = 0; k < kc; k++) {
+            float *d = pan + (size_t)k * 32;
+            size_t plane = (size_t)c * p->Pin;
+            for (int r = 0; r < nr; r++) {
+                size_t e = (size_t)r * (size_t)T + (size_t)t;
+                int n = run[r].n;
+                uint32_t all = n == 32 ? 0xffffffffu : (1u << n) - 1u, m = valid[e];
+                /* uintptr: lane 0 may sit left of the row; its load is masked off */
+                uintptr_t src = (uintptr_t)(run[r].img + plane) + (uintptr_t)(off[e] * (int64_t)sizeof(float));
+                float *dr = d + run[r].lane;
+                _mm512_mask_storeu_ps(dr, (__mmask16)all, _mm512_maskz_loadu_ps((__mmask16)m, (const void *)src));
+                if (n > 16)
+                    _mm512_mask_storeu_ps(dr + 16, (__mmask16)(all >> 16),
+                                          _mm512_maskz_loadu_ps((__mmask16)(m >> 16), (const void *)(src + 64)));
+            }
+            if (w < 32) { /* lanes past the range: zeros */
+                int z = 32 - w;
+                if (z > 16) {
+                    _mm512_storeu_ps(d + 16, zero);
+                    z -= 16;
+                }
+                _mm512_mask_storeu_ps(d + w, (__mmask16)((1u << z) - 1u), zero);
+            }
+            if (++t == T) {
+                t = 0;
+                c++;
+            }
+        }
+    }
+}
 #endif
+
+/* Column panels for the packed GEMM: the AVX-512 path for row stride 1. */
+static void conv_pack_panels(void *arg, int l0, int nl, int k0, int kc, float *dst) {
+#ifdef CONV_HAVE_AVX512
+    const conv_pack_job *j = arg;
+    if (j->p->g.s[1] == 1 && j->p->Kprod <= CONV_PACK_MAX_TAPS && !conv_avx512_off() &&
+        __builtin_cpu_supports("avx512f")) {
+        conv_pack_panels_avx512(arg, l0, nl, k0, kc, dst);
+        return;
+    }
+#endif
+    conv_pack_panels_scalar(arg, l0, nl, k0, kc, dst);
+}
 
 OQ_NN_HOT static void im2col_rows(void *arg, size_t r0, size_t r1) {
     const im2col_job *j = arg;
@@ -824,8 +980,19 @@ static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const fl
         }
         for (int64_t n0 = 0; n0 < p->N; n0 += (int64_t)per) {
             size_t nb = (size_t)(p->N - n0) < per ? (size_t)(p->N - n0) : per, nc = nb * P;
+            const float *xt = x + (size_t)(n0 * p->C + gi * p->Cg) * p->Pin;
+            if (pa && p->g.nsp == 2) {
+                conv_pack_job pj = {p, xt, (size_t)p->C * p->Pin};
+                oq_sgemm_epilogue ep = {bias ? bias + gi * p->Mg : NULL, NULL};
+                oq_sgemm_pa_run_fn(ctx->pool, pa[gi], (int)nc, conv_pack_panels, &pj, 0.0f, tmp, (int)nc, &ep);
+                for (size_t i = 0; i < nb; i++)
+                    for (int64_t m = 0; m < p->Mg; m++)
+                        memcpy(y + (size_t)((n0 + (int64_t)i) * p->M + gi * p->Mg + m) * P,
+                               tmp + (size_t)m * nc + i * P, P * sizeof *y);
+                continue;
+            }
             /* one parallel loop over the tile's images, not one per image */
-            batch_fill_job bj = {p, fill, x + (size_t)(n0 * p->C + gi * p->Cg) * p->Pin, col, K, nc};
+            batch_fill_job bj = {p, fill, xt, col, K, nc};
             oq_parallel_for(ctx->pool, nb, OQ_NN_MIN_CHUNK(K * P), batch_fill, &bj);
             if (pa) {
                 oq_sgemm_epilogue ep = {bias ? bias + gi * p->Mg : NULL, NULL};
@@ -867,6 +1034,7 @@ typedef struct {
     float *y, *col;
     size_t K, ncols, slot_floats, slots;
     bool direct; /* 1x1, stride 1, unpadded: X is the column matrix */
+    bool fused;  /* 2-D: column panels packed straight from X (conv_pack_panels) */
     oq_range_fn fill;
 } conv_pk_job;
 
@@ -881,6 +1049,11 @@ static void conv_pk_images(const conv_pk_job *j, int64_t n0, int64_t n1, float *
             oq_sgemm_epilogue ep = {j->b ? j->b + gi * p->Mg : NULL, NULL};
             if (j->direct) {
                 oq_sgemm_pa_run(pool, j->pa[gi], false, (int)P, xg, (int)p->Pin, 0.0f, yg, (int)P, &ep);
+                continue;
+            }
+            if (j->fused) {
+                conv_pack_job pj = {p, xg, 0};
+                oq_sgemm_pa_run_fn(pool, j->pa[gi], (int)P, conv_pack_panels, &pj, 0.0f, yg, (int)P, &ep);
                 continue;
             }
             for (size_t p0 = 0; p0 < P; p0 += j->ncols) {
@@ -912,14 +1085,14 @@ static oq_status conv_packed_run(oq_node_ctx *ctx, const conv_plan *p, bool dire
                                  const float *b, float *y, oq_error *err) {
     conv_state *st = ctx->state;
     size_t K = (size_t)p->Cg * p->Kprod, P = p->Pout;
-    conv_pk_job j = {p, st->pa, x, b, y, NULL, K, 0, 0, 1, direct, NULL};
+    conv_pk_job j = {p, st->pa, x, b, y, NULL, K, 0, 0, 1, direct, !direct && p->g.nsp == 2, NULL};
     size_t threads = (size_t)oq_pool_threads(ctx->pool), work;
     if (!oq_mul_size(K, P * (size_t)p->M, &work))
         work = SIZE_MAX;
     bool by_image = threads > 1 && (size_t)p->N >= threads && work < CONV_IMAGE_SPLIT_WORK;
     if (by_image)
         j.slots = threads;
-    if (!direct) {
+    if (!direct && !j.fused) {
         j.ncols = tile_cols(K, P);
         j.fill = p->g.nsp == 2 ? im2col2d_rows : im2col_rows;
 #ifdef CONV_HAVE_AVX512

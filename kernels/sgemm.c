@@ -190,18 +190,25 @@ void oq_sgemm_set_trans_mode(int mode) { g_trans_mode = mode; }
 
 /* One operand as the driver sees it: "lanes" (rows of A, columns of B) by
  * depth. Either packed already (panel p at packed + p * pstride, depth
- * step k at + k * 32) or raw (lane l, depth k at raw[l * ls + k * ks]). */
+ * step k at + k * 32), raw (lane l, depth k at raw[l * ls + k * ks]), or
+ * produced panel by panel by the caller's pack function. */
 typedef struct {
     const float *packed;
     size_t pstride;
     const float *raw;
     size_t ls, ks;
     int lanes;
+    oq_sgemm_pack_fn fn;
+    void *fctx;
 } opnd;
 
 /* Packs lanes [l0, l0 + nl) x depth [k0, k0 + kc) of a raw operand into
  * panels of kc * 32 floats, lanes past nl zeroed. */
 static void pack_panels(const opnd *o, int l0, int nl, int k0, int kc, float *dst) {
+    if (o->fn) {
+        o->fn(o->fctx, l0, nl, k0, kc, dst);
+        return;
+    }
     pthread_once(&g_once, backend_init);
     bool avx2 = g_has_avx2;
     if (o->ls == 1 && nl > PANEL) {
@@ -566,7 +573,7 @@ static oq_status pack_whole(const char *what, int lanes, int depth, const float 
     out->data = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     if (!out->data)
         return oq_err(err, OQ_ENOMEM, "sgemm pack %s: out of memory for %d x %d", what, lanes, depth);
-    opnd o = {NULL, 0, src, ls, ks, lanes};
+    opnd o = {NULL, 0, src, ls, ks, lanes, NULL, NULL};
     pack_panels(&o, 0, lanes, 0, depth, out->data);
     return OQ_OK;
 }
@@ -622,17 +629,17 @@ int oq_sgemm_pb_depth(const oq_sgemm_pb *pb) { return pb->p.depth; }
 int oq_sgemm_pb_cols(const oq_sgemm_pb *pb) { return pb->p.lanes; }
 
 static opnd from_packed(const packed *p) {
-    opnd o = {p->data, (size_t)p->depth * PANEL, NULL, 0, 0, p->lanes};
+    opnd o = {p->data, (size_t)p->depth * PANEL, NULL, 0, 0, p->lanes, NULL, NULL};
     return o;
 }
 
 static opnd raw_a(bool trans_a, int M, const float *A, int lda) {
-    opnd o = {NULL, 0, A, trans_a ? 1 : (size_t)lda, trans_a ? (size_t)lda : 1, M};
+    opnd o = {NULL, 0, A, trans_a ? 1 : (size_t)lda, trans_a ? (size_t)lda : 1, M, NULL, NULL};
     return o;
 }
 
 static opnd raw_b(bool trans_b, int N, const float *B, int ldb) {
-    opnd o = {NULL, 0, B, trans_b ? (size_t)ldb : 1, trans_b ? 1 : (size_t)ldb, N};
+    opnd o = {NULL, 0, B, trans_b ? (size_t)ldb : 1, trans_b ? 1 : (size_t)ldb, N, NULL, NULL};
     return o;
 }
 
@@ -722,6 +729,65 @@ void oq_sgemm_pa_run(oq_pool *pool, const oq_sgemm_pa *A, bool trans_b, int N, c
         return;
     }
     opnd a = from_packed(&A->p), b = raw_b(trans_b, N, B, ldb);
+    drive(pool, kernel_for(be), &a, &b, A->p.depth, 1.0f, beta, C, ldc, ep);
+}
+
+/* OpenBLAS backend of oq_sgemm_pa_run_fn: B materialised one 32-column
+ * panel at a time (a [K][32] matrix is exactly what the pack function
+ * writes for full depth), one thread: this backend is the fallback. */
+static void blas_run_fn(const packed *a, int N, oq_sgemm_pack_fn pack_b, void *ctx, float beta, float *C,
+                        int ldc, const oq_sgemm_epilogue *ep) {
+    int M = a->lanes, K = a->depth;
+    const float *rb = ep ? ep->row_bias : NULL, *cb = ep ? ep->col_bias : NULL;
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        scale_only(M, N, beta, C, (size_t)ldc, rb, cb);
+        return;
+    }
+    /* the panel after A's copy starts on a cache line, as the contract says */
+    size_t nu = ((size_t)M * (size_t)K + 15) & ~(size_t)15, npan = (size_t)K * PANEL;
+    float *u = scratch_get(nu + npan);
+    float stack_pan[64 * PANEL] __attribute__((aligned(64)));
+    for (int l0 = 0; l0 < N; l0 += PANEL) {
+        int w = N - l0 < PANEL ? N - l0 : PANEL;
+        float *c = C + l0;
+        if (u) {
+            if (l0 == 0)
+                for (int l = 0; l < M; l++)
+                    for (int k = 0; k < K; k++)
+                        u[(size_t)l * K + k] = a->data[(size_t)(l / PANEL) * npan + (size_t)k * PANEL + l % PANEL];
+            float *pan = u + nu;
+            pack_b(ctx, l0, w, 0, K, pan);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, w, K, 1.0f, u, K, pan, PANEL, beta, c, ldc);
+        } else {
+            /* Out of memory: per A panel and depth slices of 64 on the stack. */
+            for (int k0 = 0; k0 < K; k0 += 64) {
+                int kc = K - k0 < 64 ? K - k0 : 64;
+                pack_b(ctx, l0, w, k0, kc, stack_pan);
+                for (int p = 0; p * PANEL < M; p++) {
+                    int mw = M - p * PANEL < PANEL ? M - p * PANEL : PANEL;
+                    const float *ap = a->data + (size_t)p * npan + (size_t)k0 * PANEL;
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, mw, w, kc, 1.0f, ap, PANEL, stack_pan,
+                                PANEL, k0 == 0 ? beta : 1.0f, c + (size_t)p * PANEL * (size_t)ldc, ldc);
+                }
+            }
+        }
+        if (rb || cb)
+            for (int i = 0; i < M; i++)
+                for (int n = 0; n < w; n++)
+                    c[(size_t)i * ldc + n] += (rb ? rb[i] : 0.0f) + (cb ? cb[l0 + n] : 0.0f);
+    }
+}
+
+void oq_sgemm_pa_run_fn(oq_pool *pool, const oq_sgemm_pa *A, int N, oq_sgemm_pack_fn pack_b, void *ctx,
+                        float beta, float *C, int ldc, const oq_sgemm_epilogue *ep) {
+    oq_sgemm_backend be = oq_sgemm_backend_get();
+    if (be == OQ_SGEMM_OPENBLAS) {
+        blas_run_fn(&A->p, N, pack_b, ctx, beta, C, ldc, ep);
+        return;
+    }
+    opnd a = from_packed(&A->p), b = {NULL, 0, NULL, 0, 0, N, pack_b, ctx};
     drive(pool, kernel_for(be), &a, &b, A->p.depth, 1.0f, beta, C, ldc, ep);
 }
 

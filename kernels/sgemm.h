@@ -53,6 +53,21 @@ int oq_sgemm_pb_cols(const oq_sgemm_pb *pb);
 void oq_sgemm_pa_run(oq_pool *pool, const oq_sgemm_pa *A, bool trans_b, int N, const float *B, int ldb,
                      float beta, float *C, int ldc, const oq_sgemm_epilogue *ep);
 
+/* B given as a packing function instead of a matrix, for operands that
+ * exist only implicitly (Conv's im2col): the driver asks for lanes
+ * [l0, l0 + nl) (columns of B) by depth [k0, k0 + kc) and the function
+ * writes them as 32-lane panels, panel p (lanes l0 + 32p ..) at
+ * dst + p * kc * 32, element (lane l, depth k) at [k * 32 + l % 32], and
+ * zeroes the lanes of the last panel past nl. dst is 64-byte aligned. It
+ * is called from pool threads concurrently, for disjoint ranges. */
+typedef void (*oq_sgemm_pack_fn)(void *ctx, int l0, int nl, int k0, int kc, float *dst);
+
+/* C[M, N] = A_packed * B + beta * C (+ epilogue), B [K, N] produced by
+ * pack_b with K = oq_sgemm_pa_depth(A). Saves materialising B and then
+ * packing it: one pass over the source instead of two. */
+void oq_sgemm_pa_run_fn(oq_pool *pool, const oq_sgemm_pa *A, int N, oq_sgemm_pack_fn pack_b, void *ctx,
+                        float beta, float *C, int ldc, const oq_sgemm_epilogue *ep);
+
 /* C[M, N] = op(A) * B_packed + beta * C (+ epilogue). */
 void oq_sgemm_pb_run(oq_pool *pool, bool trans_a, int M, const float *A, int lda, const oq_sgemm_pb *B,
                      float beta, float *C, int ldc, const oq_sgemm_epilogue *ep);

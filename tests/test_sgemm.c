@@ -6,6 +6,7 @@
  * OpenBLAS and the packing errors. */
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -451,6 +452,75 @@ START_TEST(pack_errors) {
 }
 END_TEST
 
+/* B given as a pack function (oq_sgemm_pa_run_fn, Conv's implicit GEMM):
+ * this one reads a plain row-major B, so the result must equal the packed-A
+ * product on that B, on every backend, tile role, block size and thread
+ * count. The function also records that it only wrote the panels asked
+ * for: lanes past the range are left to the driver's zeroing contract. */
+typedef struct {
+    const float *B;
+    int N, K;
+    int calls;
+} fn_src;
+
+static void pack_from_matrix(void *ctx, int l0, int nl, int k0, int kc, float *dst) {
+    fn_src *f = ctx;
+    __atomic_add_fetch(&f->calls, 1, __ATOMIC_RELAXED);
+    ck_assert(l0 >= 0 && nl > 0 && l0 + nl <= f->N && k0 >= 0 && kc > 0 && k0 + kc <= f->K);
+    ck_assert_int_eq((int)((uintptr_t)dst % 32), 0);
+    for (int q = 0; q * 32 < nl; q++)
+        for (int k = 0; k < kc; k++)
+            for (int l = 0; l < 32; l++) {
+                int lane = q * 32 + l;
+                dst[((size_t)q * kc + k) * 32 + l] =
+                    lane < nl ? f->B[(size_t)(k0 + k) * f->N + l0 + lane] : 0.0f;
+            }
+}
+
+START_TEST(pack_fn_operand) {
+    static const int shapes[][3] = {{64, 784, 288}, {32, 196, 9}, {70, 49, 300}, {5, 33, 65}, {33, 1, 7}};
+    for (int b = 0; b < N_BACKENDS; b++) {
+        if (!oq_sgemm_backend_set(k_backends[b]))
+            continue;
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int r = 0; r < 4; r++) {
+                int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+                oq_sgemm_set_trans_mode(r < 2 ? r : -1);
+                oq_sgemm_set_blocking(r == 3 ? 16 : 0, r == 3 ? 32 : 0, r == 3 ? 64 : 0);
+                oq_pool *pool = r % 2 ? g_pool2 : NULL;
+                float *A = rand_mat((size_t)M * K), *B = rand_mat((size_t)K * N);
+                float *rb = rand_mat((size_t)M), *C = malloc((size_t)M * N * sizeof(float));
+                float *C0 = calloc((size_t)M * N, sizeof(float));
+                double *ref = malloc((size_t)M * N * sizeof(double));
+                ck_assert(C && C0 && ref);
+                for (size_t i = 0; i < (size_t)M * N; i++)
+                    C[i] = NAN;
+                oq_error err = {0};
+                oq_sgemm_pa *pa = NULL;
+                ck_assert_int_eq(oq_sgemm_pack_a(false, M, K, A, K, &pa, &err), OQ_OK);
+                fn_src f = {B, N, K, 0};
+                oq_sgemm_epilogue ep = {rb, NULL};
+                oq_sgemm_pa_run_fn(pool, pa, N, pack_from_matrix, &f, 0.0f, C, N, &ep);
+                ck_assert_int_gt(f.calls, 0);
+                reference(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C0, N, rb, NULL, ref);
+                char what[96];
+                snprintf(what, sizeof what, "pack fn %s %dx%dx%d r=%d",
+                         oq_sgemm_backend_name(oq_sgemm_backend_get()), M, N, K, r);
+                check_close(what, M, N, K, 1.0f, 0.0f, ref, C, N, C0);
+                oq_sgemm_pa_free(pa);
+                free(A);
+                free(B);
+                free(rb);
+                free(C);
+                free(C0);
+                free(ref);
+            }
+        oq_sgemm_set_trans_mode(-1);
+        oq_sgemm_set_blocking(0, 0, 0);
+    }
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("sgemm");
     TCase *tc = tcase_create("core");
@@ -465,6 +535,7 @@ int main(void) {
     tcase_add_test(tc, openblas_agreement);
     tcase_add_test(tc, backend_selection);
     tcase_add_test(tc, pack_errors);
+    tcase_add_test(tc, pack_fn_operand);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
