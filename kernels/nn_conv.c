@@ -981,16 +981,6 @@ static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const fl
         for (int64_t n0 = 0; n0 < p->N; n0 += (int64_t)per) {
             size_t nb = (size_t)(p->N - n0) < per ? (size_t)(p->N - n0) : per, nc = nb * P;
             const float *xt = x + (size_t)(n0 * p->C + gi * p->Cg) * p->Pin;
-            if (pa && p->g.nsp == 2) {
-                conv_pack_job pj = {p, xt, (size_t)p->C * p->Pin};
-                oq_sgemm_epilogue ep = {bias ? bias + gi * p->Mg : NULL, NULL};
-                oq_sgemm_pa_run_fn(ctx->pool, pa[gi], (int)nc, conv_pack_panels, &pj, 0.0f, tmp, (int)nc, &ep);
-                for (size_t i = 0; i < nb; i++)
-                    for (int64_t m = 0; m < p->Mg; m++)
-                        memcpy(y + (size_t)((n0 + (int64_t)i) * p->M + gi * p->Mg + m) * P,
-                               tmp + (size_t)m * nc + i * P, P * sizeof *y);
-                continue;
-            }
             /* one parallel loop over the tile's images, not one per image */
             batch_fill_job bj = {p, fill, xt, col, K, nc};
             oq_parallel_for(ctx->pool, nb, OQ_NN_MIN_CHUNK(K * P), batch_fill, &bj);
@@ -1114,6 +1104,67 @@ static oq_status conv_packed_run(oq_node_ctx *ctx, const conv_plan *p, bool dire
     return OQ_OK;
 }
 
+/* Small 2-D images with packed weights: several images per GEMM (one
+ * packed-GEMM call over nb * P column lanes into a scratch output, then
+ * copied to Y image by image). With threads and enough images, images are
+ * split over the pool, each thread with its own scratch and whole GEMMs:
+ * splitting each small GEMM instead costs a pool round trip per call. */
+typedef struct {
+    const conv_plan *p;
+    oq_sgemm_pa *const *pa;
+    const float *x, *b;
+    float *y, *tmp;
+    size_t per, slot_floats, slots;
+} conv_batch_job;
+
+static void conv_batch_images(const conv_batch_job *j, int64_t n0, int64_t n1, float *tmp, oq_pool *pool) {
+    const conv_plan *p = j->p;
+    size_t P = p->Pout;
+    for (int64_t gi = 0; gi < p->group; gi++)
+        for (int64_t t0 = n0; t0 < n1; t0 += (int64_t)j->per) {
+            size_t nb = (size_t)(n1 - t0) < j->per ? (size_t)(n1 - t0) : j->per, nc = nb * P;
+            conv_pack_job pj = {p, j->x + (size_t)(t0 * p->C + gi * p->Cg) * p->Pin, (size_t)p->C * p->Pin};
+            oq_sgemm_epilogue ep = {j->b ? j->b + gi * p->Mg : NULL, NULL};
+            oq_sgemm_pa_run_fn(pool, j->pa[gi], (int)nc, conv_pack_panels, &pj, 0.0f, tmp, (int)nc, &ep);
+            for (size_t i = 0; i < nb; i++)
+                for (int64_t m = 0; m < p->Mg; m++)
+                    memcpy(j->y + (size_t)((t0 + (int64_t)i) * p->M + gi * p->Mg + m) * P,
+                           tmp + (size_t)m * nc + i * P, P * sizeof *j->y);
+        }
+}
+
+static void conv_batch_slots(void *arg, size_t s0, size_t s1) {
+    const conv_batch_job *j = arg;
+    int64_t N = j->p->N;
+    for (size_t s = s0; s < s1; s++) {
+        int64_t n0 = (int64_t)((size_t)N * s / j->slots), n1 = (int64_t)((size_t)N * (s + 1) / j->slots);
+        conv_batch_images(j, n0, n1, j->tmp + s * j->slot_floats, NULL);
+    }
+}
+
+static oq_status conv_batched_packed(oq_node_ctx *ctx, const conv_plan *p, const float *x, const float *b,
+                                     float *y, oq_error *err) {
+    conv_state *st = ctx->state;
+    size_t K = (size_t)p->Cg * p->Kprod, P = p->Pout;
+    size_t per = tile_cols(K, P * (size_t)p->N) / P;
+    if (per < 1)
+        per = 1;
+    size_t threads = (size_t)oq_pool_threads(ctx->pool);
+    conv_batch_job j = {p, st->pa, x, b, y, NULL, per, 0, 1};
+    if (threads > 1 && (size_t)p->N >= threads)
+        j.slots = threads;
+    size_t total;
+    if (!oq_mul_size((size_t)p->Mg, per * P, &j.slot_floats) || !oq_mul_size(j.slot_floats, j.slots, &total) ||
+        !(j.tmp = scratch_floats(&st->tmp, &st->tmp_cap, total)))
+        return oq_err(err, OQ_ENOMEM, "%s: cannot allocate a %lld x %zu output tile", ctx->label,
+                      (long long)p->Mg, per * P);
+    if (j.slots > 1)
+        oq_parallel_for(ctx->pool, j.slots, 1, conv_batch_slots, &j);
+    else
+        conv_batch_images(&j, 0, p->N, j.tmp, ctx->pool);
+    return OQ_OK;
+}
+
 oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor *out,
                          oq_error *err) {
     conv_plan p;
@@ -1146,7 +1197,8 @@ oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
         /* Small images: several per GEMM through the batched tile (measured
          * faster than one small GEMM per image at P = 49 and 196). */
         if (p.N > 1 && p.Pout < CONV_SMALL_IMAGE)
-            return conv_im2col_gemm(ctx, &p, x, w, st->pa, b, y, err);
+            return g->nsp == 2 && !pointwise ? conv_batched_packed(ctx, &p, x, b, y, err)
+                                            : conv_im2col_gemm(ctx, &p, x, w, st->pa, b, y, err);
         return conv_packed_run(ctx, &p, pointwise, x, b, y, err);
     }
     bool direct = pointwise && (p.Pout >= CONV_SMALL_IMAGE || p.N == 1);
