@@ -162,7 +162,7 @@ int oq_cmd_serve(int argc, char **argv) {
     }
     int sig = 0;
     sigwait(&stop, &sig);
-    fprintf(stderr, "onnxq: serve: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    (void)sig; /* oq_server_stop logs the drain as structured event=stop lines */
     oq_server_stop(srv);
     oq_server_free(srv);
     return 0;

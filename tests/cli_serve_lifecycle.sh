@@ -144,6 +144,10 @@ grep -q " event=job job=$CQ state=cancelled code=ECANCELLED" "$TMP/c.log" && pas
 check_log "$TMP/c.log"
 stop_daemon "$PID"
 expect_eq "c: exit status" 0 "$STOP_RC"
+# the shutdown is logged in the same format as everything else
+check_log "$TMP/c.log"
+expect_grep "c: shutdown logged" "$TMP/c.log" ' event=stop msg="stopped"'
+
 
 # ---- TTL: finished jobs expire --------------------------------------------------
 start_daemon d --data-dir "$TMP/ttl" --workers 1 --job-ttl 1
