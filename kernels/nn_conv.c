@@ -1026,7 +1026,10 @@ typedef struct {
     bool direct; /* 1x1, stride 1, unpadded: X is the column matrix */
     bool fused;  /* 2-D: column panels packed straight from X (conv_pack_panels) */
     oq_range_fn fill;
+    size_t per;  /* > 0: small images, this many per GEMM into col as scratch output */
 } conv_pk_job;
+
+static void conv_batch_images(const conv_pk_job *j, int64_t n0, int64_t n1, float *tmp, oq_pool *pool);
 
 static void conv_pk_images(const conv_pk_job *j, int64_t n0, int64_t n1, float *col, oq_pool *pool) {
     const conv_plan *p = j->p;
@@ -1063,7 +1066,11 @@ static void conv_pk_slots(void *arg, size_t s0, size_t s1) {
     int64_t N = j->p->N;
     for (size_t s = s0; s < s1; s++) {
         int64_t n0 = (int64_t)((size_t)N * s / j->slots), n1 = (int64_t)((size_t)N * (s + 1) / j->slots);
-        conv_pk_images(j, n0, n1, j->col + s * j->slot_floats, NULL);
+        float *slot = j->col + s * j->slot_floats;
+        if (j->per)
+            conv_batch_images(j, n0, n1, slot, NULL);
+        else
+            conv_pk_images(j, n0, n1, slot, NULL);
     }
 }
 
@@ -1075,7 +1082,7 @@ static oq_status conv_packed_run(oq_node_ctx *ctx, const conv_plan *p, bool dire
                                  const float *b, float *y, oq_error *err) {
     conv_state *st = ctx->state;
     size_t K = (size_t)p->Cg * p->Kprod, P = p->Pout;
-    conv_pk_job j = {p, st->pa, x, b, y, NULL, K, 0, 0, 1, direct, !direct && p->g.nsp == 2, NULL};
+    conv_pk_job j = {p, st->pa, x, b, y, NULL, K, 0, 0, 1, direct, !direct && p->g.nsp == 2, NULL, 0};
     size_t threads = (size_t)oq_pool_threads(ctx->pool), work;
     if (!oq_mul_size(K, P * (size_t)p->M, &work))
         work = SIZE_MAX;
@@ -1109,15 +1116,7 @@ static oq_status conv_packed_run(oq_node_ctx *ctx, const conv_plan *p, bool dire
  * copied to Y image by image). With threads and enough images, images are
  * split over the pool, each thread with its own scratch and whole GEMMs:
  * splitting each small GEMM instead costs a pool round trip per call. */
-typedef struct {
-    const conv_plan *p;
-    oq_sgemm_pa *const *pa;
-    const float *x, *b;
-    float *y, *tmp;
-    size_t per, slot_floats, slots;
-} conv_batch_job;
-
-static void conv_batch_images(const conv_batch_job *j, int64_t n0, int64_t n1, float *tmp, oq_pool *pool) {
+static void conv_batch_images(const conv_pk_job *j, int64_t n0, int64_t n1, float *tmp, oq_pool *pool) {
     const conv_plan *p = j->p;
     size_t P = p->Pout;
     for (int64_t gi = 0; gi < p->group; gi++)
@@ -1133,15 +1132,6 @@ static void conv_batch_images(const conv_batch_job *j, int64_t n0, int64_t n1, f
         }
 }
 
-static void conv_batch_slots(void *arg, size_t s0, size_t s1) {
-    const conv_batch_job *j = arg;
-    int64_t N = j->p->N;
-    for (size_t s = s0; s < s1; s++) {
-        int64_t n0 = (int64_t)((size_t)N * s / j->slots), n1 = (int64_t)((size_t)N * (s + 1) / j->slots);
-        conv_batch_images(j, n0, n1, j->tmp + s * j->slot_floats, NULL);
-    }
-}
-
 static oq_status conv_batched_packed(oq_node_ctx *ctx, const conv_plan *p, const float *x, const float *b,
                                      float *y, oq_error *err) {
     conv_state *st = ctx->state;
@@ -1150,18 +1140,18 @@ static oq_status conv_batched_packed(oq_node_ctx *ctx, const conv_plan *p, const
     if (per < 1)
         per = 1;
     size_t threads = (size_t)oq_pool_threads(ctx->pool);
-    conv_batch_job j = {p, st->pa, x, b, y, NULL, per, 0, 1};
+    conv_pk_job j = {p, st->pa, x, b, y, NULL, K, 0, 0, 1, false, true, NULL, per};
     if (threads > 1 && (size_t)p->N >= threads)
         j.slots = threads;
     size_t total;
     if (!oq_mul_size((size_t)p->Mg, per * P, &j.slot_floats) || !oq_mul_size(j.slot_floats, j.slots, &total) ||
-        !(j.tmp = scratch_floats(&st->tmp, &st->tmp_cap, total)))
+        !(j.col = scratch_floats(&st->tmp, &st->tmp_cap, total)))
         return oq_err(err, OQ_ENOMEM, "%s: cannot allocate a %lld x %zu output tile", ctx->label,
                       (long long)p->Mg, per * P);
     if (j.slots > 1)
-        oq_parallel_for(ctx->pool, j.slots, 1, conv_batch_slots, &j);
+        oq_parallel_for(ctx->pool, j.slots, 1, conv_pk_slots, &j);
     else
-        conv_batch_images(&j, 0, p->N, j.tmp, ctx->pool);
+        conv_batch_images(&j, 0, p->N, j.col, ctx->pool);
     return OQ_OK;
 }
 
