@@ -6,16 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <stdbool.h>
 #include <time.h>
 
 #include "cli.h"
 #include "exec.h"
 #include "model.h"
+#include "prepare.h"
 #include "tensorfile.h"
 
 static void run_usage(FILE *f) {
     fprintf(f,
-            "usage: onnxq run MODEL INPUT... [-o DIR] [--time N] [--threads N]\n"
+            "usage: onnxq run MODEL INPUT... [-o DIR] [--time N] [--threads N] [--no-fold]\n"
             "\n"
             "Runs MODEL on the tensors in the INPUT files (.npy, .npz or TensorProto .pb).\n"
             "Tensors whose names match model inputs feed those inputs; the rest feed the\n"
@@ -24,6 +26,9 @@ static void run_usage(FILE *f) {
             "  -o, --output DIR   write each output to DIR/<output name>.npy\n"
             "  --time N           run N times and print the median and minimum latency\n"
             "  --threads N        worker threads (default: one per core)\n"
+            "  --no-fold          run the graph as stored (by default a BatchNormalization\n"
+            "                     after a Conv with constant weights is folded into it, as\n"
+            "                     runtimes do; outputs agree to float rounding)\n"
             "  -h, --help         this help\n");
 }
 
@@ -58,15 +63,18 @@ static void safe_name(const char *name, char *out, size_t len) {
 int oq_cmd_run(int argc, char **argv) {
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'}, {"time", required_argument, NULL, 't'},
-        {"threads", required_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+        {"threads", required_argument, NULL, 'j'}, {"no-fold", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     const char *out_dir = NULL;
     int time_runs = 0, threads = 0;
+    bool fold = true;
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1;) {
         switch (c) {
         case 'o': out_dir = optarg; break;
         case 't': time_runs = atoi(optarg); break;
         case 'j': threads = atoi(optarg); break;
+        case 'f': fold = false; break;
         case 'h': run_usage(stdout); return 0;
         default: run_usage(stderr); return 2;
         }
@@ -87,6 +95,17 @@ int oq_cmd_run(int argc, char **argv) {
 
     if (oq_model_load_file(model_path, NULL, &m, &err) != OQ_OK)
         return fail(model_path, &err);
+    if (fold) {
+        /* the quantizer's own, tested rewrite (quant/prepare.c); Constant
+         * nodes become initializers first so their weights count as constant */
+        int moved = 0, folded = 0;
+        if (oq_constants_to_initializers(m, &moved, &err) != OQ_OK || oq_fold_batchnorm(m, &folded, &err) != OQ_OK) {
+            fail(model_path, &err);
+            goto done;
+        }
+        if (folded > 0 && time_runs > 0)
+            fprintf(stderr, "onnxq: folded %d BatchNormalization into Conv (--no-fold keeps them)\n", folded);
+    }
     oq_plan_opts po = oq_plan_opts_default();
     po.threads = threads;
     if (oq_plan_new(m, &po, &plan, &err) != OQ_OK) {

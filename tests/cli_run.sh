@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# cli_run.sh: `onnxq run` as a user runs it: outputs written as .npy, the
+# BatchNormalization folding it does by default agrees with the graph run
+# as stored (--no-fold), and bad input is refused with a message.
+#   bash cli_run.sh <onnxq> <shared-dir>
+set -u
+ONNXQ=$1
+SHARED=$2
+M=$SHARED/models
+HERE=$(cd "$(dirname "$0")" && pwd)
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+check() { # name, command...
+  local name=$1
+  shift
+  if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $name"; fi
+}
+# cmp_out A.npy B.npy JS-CONDITION over r = {rows, top1_agreement, max_abs_diff, finite}
+cmp_out() {
+  node "$HERE/serve_top1.js" "$1" "$2" 0 >"$TMP/cmp.json" &&
+    node -e "const r = JSON.parse(require('fs').readFileSync('$TMP/cmp.json')); process.exit(($3) ? 0 : 1)"
+}
+
+MODEL=$M/fmnist/fmnist_cnn_bn.onnx
+IN=$M/fmnist/calib_input.npy # [N, 1, 28, 28] float32
+"$ONNXQ" run "$MODEL" "$IN" -o "$TMP/fold" --time 2 >"$TMP/out.txt" 2>"$TMP/err.txt"
+check "run exits 0" test $? -eq 0
+check "latency printed" grep -q "latency over 2 runs: median" "$TMP/out.txt"
+check "output written" test -s "$TMP/fold/logits.npy"
+check "the model's 3 BatchNormalization folded" grep -q "folded 3 BatchNormalization into Conv" "$TMP/err.txt"
+"$ONNXQ" run "$MODEL" "$IN" -o "$TMP/asis" --time 2 --no-fold >"$TMP/out2.txt" 2>"$TMP/err2.txt"
+check "--no-fold exits 0" test $? -eq 0
+check "--no-fold folds nothing" sh -c "! grep -q folded '$TMP/err2.txt'"
+check "folded and stored graphs agree" cmp_out "$TMP/asis/logits.npy" "$TMP/fold/logits.npy" \
+  "r.finite && r.top1_agreement === 1 && r.max_abs_diff < 1e-3"
+
+# a model without BatchNormalization runs the same either way
+"$ONNXQ" run "$M/fmnist/fmnist_cnn.onnx" "$IN" -o "$TMP/plain" >/dev/null 2>"$TMP/err3.txt"
+check "plain model runs" test -s "$TMP/plain/logits.npy"
+check "plain model: nothing to fold" sh -c "! grep -q folded '$TMP/err3.txt'"
+
+# refusals
+"$ONNXQ" run "$MODEL" "$M/ppocr_cls/calib_input.npy" >/dev/null 2>"$TMP/bad.txt"
+check "wrong input shape refused" test $? -ne 0
+check "refusal names the input" grep -q "input" "$TMP/bad.txt"
+"$ONNXQ" run "$TMP/missing.onnx" "$IN" >/dev/null 2>&1
+check "missing model refused" test $? -ne 0
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
