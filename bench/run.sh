@@ -37,7 +37,7 @@ for entry in "${MODELS[@]}"; do
     for t in 1 2; do
       runs=$RUNS
       [ "$b" -gt 1 ] && [ "$name" = resnet50 -o "$name" = bert_base ] && runs=3
-      ours=$("$ONNXQ" run "$model" "$in" --time "$runs" --threads "$t" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
+      ours=$("$ONNXQ" run "$model" "$in" --time "$runs" --threads "$t" 2>/dev/null | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
       ort=$(node bench/ort_bench.js "$model" "$in" "$runs" "$t" | sed -n 's/.*"median_ms":\([0-9.e+-]*\).*/\1/p')
       ratio=$(awk -v a="$ours" -v b="$ort" 'BEGIN { printf "%.2f", a / b }')
       printf "%-18s %5s %7s %12.3f %12.3f %7s\n" "$name" "$b" "$t" "$ours" "$ort" "$ratio"

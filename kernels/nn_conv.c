@@ -654,6 +654,102 @@ __attribute__((target("avx512f"))) static void conv_pack_panels_avx512(void *arg
         }
     }
 }
+
+/* conv_pack_panels for stride 1 with the output the size of the input
+ * ("same" padding): tap (kh, kw) of output position q reads the input
+ * plane at q + (kh*dh - pt) * IW + (kw*dw - pl), so a panel row is one
+ * shifted load per image the panel touches (1-3), masked where the tap
+ * falls in the padding; small planes (7x7, 14x14) then cost a couple of
+ * vector moves per row instead of one per output row. */
+__attribute__((target("avx512f"))) static void conv_pack_panels_shift_avx512(void *arg, int l0, int nl,
+                                                                             int k0, int kc, float *dst) {
+    const conv_pack_job *j = arg;
+    const conv_plan *p = j->p;
+    const oq_nn_geom *g = &p->g;
+    int64_t IH = g->in[0], IW = g->in[1], KH = g->k[0], KW = g->k[1], T = KH * KW;
+    int64_t dh = g->d[0], dw = g->d[1], pt = g->pb[0], pl = g->pb[1];
+    size_t P = p->Pout;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int q0 = 0; q0 < nl; q0 += 32) {
+        float *pan = dst + (size_t)(q0 / 32) * (size_t)kc * 32;
+        int w = nl - q0 < 32 ? nl - q0 : 32;
+        /* segments: lanes of one image */
+        struct {
+            int lane, n;
+            const float *img;
+            int64_t pos;
+        } seg[32];
+        int ns = 0;
+        for (int l = 0; l < w;) {
+            size_t q = (size_t)(l0 + q0 + l), pos = q % P;
+            int n = (size_t)(w - l) < P - pos ? w - l : (int)(P - pos);
+            seg[ns].lane = l;
+            seg[ns].n = n;
+            seg[ns].img = j->x + (q / P) * j->img_stride;
+            seg[ns].pos = (int64_t)pos;
+            ns++;
+            l += n;
+        }
+        /* each lane's output row and column, walked from the first lane's */
+        int32_t loh[32], low[32];
+        size_t pos0 = (size_t)(l0 + q0) % P;
+        int32_t oh = (int32_t)(pos0 / (size_t)IW), ow = (int32_t)(pos0 % (size_t)IW);
+        for (int l = 0; l < 32; l++) {
+            loh[l] = oh;
+            low[l] = ow;
+            if (++ow == IW) {
+                ow = 0;
+                if (++oh == IH)
+                    oh = 0; /* the next image */
+            }
+        }
+        __m512i oh0 = _mm512_loadu_si512(loh), oh1 = _mm512_loadu_si512(loh + 16);
+        __m512i ow0 = _mm512_loadu_si512(low), ow1 = _mm512_loadu_si512(low + 16);
+        __m512i vih = _mm512_set1_epi32((int32_t)IH), viw = _mm512_set1_epi32((int32_t)IW);
+        int64_t delta[CONV_PACK_MAX_TAPS];
+        uint32_t valid[CONV_PACK_MAX_TAPS]; /* lanes of the panel whose tap is inside */
+        for (int64_t t = 0; t < T; t++) {
+            int64_t dy = (t / KW) * dh - pt, dx = (t % KW) * dw - pl;
+            delta[t] = dy * IW + dx;
+            __m512i vdy = _mm512_set1_epi32((int32_t)dy), vdx = _mm512_set1_epi32((int32_t)dx);
+            /* unsigned compares: a negative row or column is out too */
+            __mmask16 lo = _mm512_cmplt_epu32_mask(_mm512_add_epi32(oh0, vdy), vih) &
+                           _mm512_cmplt_epu32_mask(_mm512_add_epi32(ow0, vdx), viw);
+            __mmask16 hi = _mm512_cmplt_epu32_mask(_mm512_add_epi32(oh1, vdy), vih) &
+                           _mm512_cmplt_epu32_mask(_mm512_add_epi32(ow1, vdx), viw);
+            valid[t] = (uint32_t)lo | (uint32_t)hi << 16;
+        }
+        int64_t c = k0 / T, t = k0 % T;
+        for (int k = 0; k < kc; k++) {
+            float *d = pan + (size_t)k * 32;
+            size_t plane = (size_t)c * p->Pin;
+            for (int si = 0; si < ns; si++) {
+                int n = seg[si].n;
+                uint32_t all = n == 32 ? 0xffffffffu : (1u << n) - 1u, m = (valid[t] >> seg[si].lane) & all;
+                /* uintptr: the shifted start may sit before the plane; those lanes are masked off */
+                uintptr_t src = (uintptr_t)(seg[si].img + plane) +
+                                (uintptr_t)((seg[si].pos + delta[t]) * (int64_t)sizeof(float));
+                float *dr = d + seg[si].lane;
+                _mm512_mask_storeu_ps(dr, (__mmask16)all, _mm512_maskz_loadu_ps((__mmask16)m, (const void *)src));
+                if (n > 16)
+                    _mm512_mask_storeu_ps(dr + 16, (__mmask16)(all >> 16),
+                                          _mm512_maskz_loadu_ps((__mmask16)(m >> 16), (const void *)(src + 64)));
+            }
+            if (w < 32) { /* lanes past the range: zeros */
+                int z = 32 - w;
+                if (z > 16) {
+                    _mm512_storeu_ps(d + 16, zero);
+                    z -= 16;
+                }
+                _mm512_mask_storeu_ps(d + w, (__mmask16)((1u << z) - 1u), zero);
+            }
+            if (++t == T) {
+                t = 0;
+                c++;
+            }
+        }
+    }
+}
 #endif
 
 /* Column panels for the packed GEMM: the AVX-512 path for row stride 1. */
@@ -662,7 +758,11 @@ static void conv_pack_panels(void *arg, int l0, int nl, int k0, int kc, float *d
     const conv_pack_job *j = arg;
     if (j->p->g.s[1] == 1 && j->p->Kprod <= CONV_PACK_MAX_TAPS && !conv_avx512_off() &&
         __builtin_cpu_supports("avx512f")) {
-        conv_pack_panels_avx512(arg, l0, nl, k0, kc, dst);
+        const oq_nn_geom *g = &j->p->g;
+        if (g->s[0] == 1 && g->out[0] == g->in[0] && g->out[1] == g->in[1])
+            conv_pack_panels_shift_avx512(arg, l0, nl, k0, kc, dst);
+        else
+            conv_pack_panels_avx512(arg, l0, nl, k0, kc, dst);
         return;
     }
 #endif
