@@ -588,38 +588,52 @@ __attribute__((target("avx512f"))) static void im2col2d_rows_avx512(void *arg, s
     }
 }
 
-/* conv_pack_panels with AVX-512, stride 1 along the row: each lane run of
+/* conv_pack_panels with AVX-512, stride 1 or 2 along the row: each lane run of
  * a panel row is at most two masked loads of the input row (lanes outside
  * it read as 0: the zero padding) and two masked stores. The loads'
  * offsets and masks depend only on the run and (kh, kw), not on the
  * channel, so they are tabulated once per panel. */
 #define CONV_PACK_MAX_TAPS 49 /* kernels up to 7x7 take the tabulated path */
+/* Bits 0, 2, 4, ..., 2(k-1): the source elements of the first k lanes at
+ * stride 2. */
+static inline uint64_t conv_even_bits(int64_t k) {
+    return k >= 32 ? 0x5555555555555555ull : 0x5555555555555555ull & (((uint64_t)1 << (2 * k)) - 1);
+}
+
 __attribute__((target("avx512f"))) static void conv_pack_panels_avx512(void *arg, int l0, int nl, int k0,
                                                                        int kc, float *dst) {
     const conv_pack_job *j = arg;
     const conv_plan *p = j->p;
     const oq_nn_geom *g = &p->g;
     int64_t IH = g->in[0], IW = g->in[1], KH = g->k[0], KW = g->k[1], T = KH * KW;
-    int64_t sh = g->s[0], dh = g->d[0], dw = g->d[1], pt = g->pb[0], pl = g->pb[1];
+    int64_t sh = g->s[0], sw = g->s[1], dh = g->d[0], dw = g->d[1], pt = g->pb[0], pl = g->pb[1];
     const __m512 zero = _mm512_setzero_ps();
+    /* stride 2: lane e reads source element 2e; a load pair is compacted */
+    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     for (int q0 = 0; q0 < nl; q0 += 32) {
         float *pan = dst + (size_t)(q0 / 32) * (size_t)kc * 32;
         int w = nl - q0 < 32 ? nl - q0 : 32;
         conv_lane_run run[32];
         int nr = conv_lane_runs(j, l0, q0, w, run);
         /* per run and tap: element offset from the channel plane (lane 0)
-         * and the mask of lanes inside the input; 0 when the row is out */
+         * and the mask of source elements to load (lane e is element
+         * e * sw), 0 when the row is out */
         int64_t off[32 * CONV_PACK_MAX_TAPS];
-        uint32_t valid[32 * CONV_PACK_MAX_TAPS];
+        uint64_t valid[32 * CONV_PACK_MAX_TAPS];
         for (int r = 0; r < nr; r++)
             for (int64_t kh = 0; kh < KH; kh++) {
                 int64_t ih = run[r].oh * sh - pt + kh * dh;
                 for (int64_t kw = 0; kw < KW; kw++) {
                     size_t e = (size_t)r * (size_t)T + (size_t)(kh * KW + kw);
-                    int64_t base = run[r].ow - pl + kw * dw; /* input column of lane 0 */
-                    int64_t lo = base < 0 ? -base : 0, hi = IW - base < run[r].n ? IW - base : run[r].n;
+                    int64_t base = run[r].ow * sw - pl + kw * dw; /* input column of lane 0 */
+                    int64_t lo, hi;
+                    valid_span(base, sw, IW, run[r].n, &lo, &hi);
                     bool row_ok = ih >= 0 && ih < IH;
-                    valid[e] = row_ok && hi > lo ? (uint32_t)(((uint64_t)1 << hi) - ((uint64_t)1 << lo)) : 0u;
+                    uint64_t m = 0;
+                    if (row_ok && hi > lo)
+                        m = sw == 1 ? ((uint64_t)1 << hi) - ((uint64_t)1 << lo)
+                                    : conv_even_bits(hi) & ~conv_even_bits(lo);
+                    valid[e] = m;
                     off[e] = (row_ok ? ih : 0) * IW + base;
                 }
             }
@@ -630,14 +644,27 @@ __attribute__((target("avx512f"))) static void conv_pack_panels_avx512(void *arg
             for (int r = 0; r < nr; r++) {
                 size_t e = (size_t)r * (size_t)T + (size_t)t;
                 int n = run[r].n;
-                uint32_t all = n == 32 ? 0xffffffffu : (1u << n) - 1u, m = valid[e];
+                uint32_t all = n == 32 ? 0xffffffffu : (1u << n) - 1u;
+                uint64_t m = valid[e];
                 /* uintptr: lane 0 may sit left of the row; its load is masked off */
                 uintptr_t src = (uintptr_t)(run[r].img + plane) + (uintptr_t)(off[e] * (int64_t)sizeof(float));
                 float *dr = d + run[r].lane;
-                _mm512_mask_storeu_ps(dr, (__mmask16)all, _mm512_maskz_loadu_ps((__mmask16)m, (const void *)src));
-                if (n > 16)
-                    _mm512_mask_storeu_ps(dr + 16, (__mmask16)(all >> 16),
-                                          _mm512_maskz_loadu_ps((__mmask16)(m >> 16), (const void *)(src + 64)));
+                if (sw == 1) {
+                    _mm512_mask_storeu_ps(dr, (__mmask16)all, _mm512_maskz_loadu_ps((__mmask16)m, (const void *)src));
+                    if (n > 16)
+                        _mm512_mask_storeu_ps(dr + 16, (__mmask16)(all >> 16),
+                                              _mm512_maskz_loadu_ps((__mmask16)(m >> 16), (const void *)(src + 64)));
+                    continue;
+                }
+                __m512 v0 = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps((__mmask16)m, (const void *)src), evens,
+                                                   _mm512_maskz_loadu_ps((__mmask16)(m >> 16), (const void *)(src + 64)));
+                _mm512_mask_storeu_ps(dr, (__mmask16)all, v0);
+                if (n > 16) {
+                    __m512 v1 =
+                        _mm512_permutex2var_ps(_mm512_maskz_loadu_ps((__mmask16)(m >> 32), (const void *)(src + 128)),
+                                               evens, _mm512_maskz_loadu_ps((__mmask16)(m >> 48), (const void *)(src + 192)));
+                    _mm512_mask_storeu_ps(dr + 16, (__mmask16)(all >> 16), v1);
+                }
             }
             if (w < 32) { /* lanes past the range: zeros */
                 int z = 32 - w;
@@ -756,10 +783,10 @@ __attribute__((target("avx512f"))) static void conv_pack_panels_shift_avx512(voi
 static void conv_pack_panels(void *arg, int l0, int nl, int k0, int kc, float *dst) {
 #ifdef CONV_HAVE_AVX512
     const conv_pack_job *j = arg;
-    if (j->p->g.s[1] == 1 && j->p->Kprod <= CONV_PACK_MAX_TAPS && !conv_avx512_off() &&
+    if ((j->p->g.s[1] == 1 || j->p->g.s[1] == 2) && j->p->Kprod <= CONV_PACK_MAX_TAPS && !conv_avx512_off() &&
         __builtin_cpu_supports("avx512f")) {
         const oq_nn_geom *g = &j->p->g;
-        if (g->s[0] == 1 && g->out[0] == g->in[0] && g->out[1] == g->in[1])
+        if (g->s[0] == 1 && g->s[1] == 1 && g->out[0] == g->in[0] && g->out[1] == g->in[1])
             conv_pack_panels_shift_avx512(arg, l0, nl, k0, kc, dst);
         else
             conv_pack_panels_avx512(arg, l0, nl, k0, kc, dst);
