@@ -12,12 +12,13 @@
 #include "cli.h"
 #include "exec.h"
 #include "model.h"
+#include "graph.h"
 #include "prepare.h"
 #include "tensorfile.h"
 
 static void run_usage(FILE *f) {
     fprintf(f,
-            "usage: onnxq run MODEL INPUT... [-o DIR] [--time N] [--threads N] [--no-fold]\n"
+            "usage: onnxq run MODEL INPUT... [-o DIR] [--time N] [--threads N] [--no-fold] [--profile]\n"
             "\n"
             "Runs MODEL on the tensors in the INPUT files (.npy, .npz or TensorProto .pb).\n"
             "Tensors whose names match model inputs feed those inputs; the rest feed the\n"
@@ -26,6 +27,8 @@ static void run_usage(FILE *f) {
             "  -o, --output DIR   write each output to DIR/<output name>.npy\n"
             "  --time N           run N times and print the median and minimum latency\n"
             "  --threads N        worker threads (default: one per core)\n"
+            "  --profile          with --time: mean time per operator type over the runs\n"
+            "                     after the first\n"
             "  --no-fold          run the graph as stored (by default a BatchNormalization\n"
             "                     after a Conv with constant weights is folded into it, as\n"
             "                     runtimes do; outputs agree to float rounding)\n"
@@ -60,14 +63,72 @@ static void safe_name(const char *name, char *out, size_t len) {
         snprintf(out, len, "output");
 }
 
+/* --profile: the executor shows every tensor to the observer as soon as
+ * its node ran, so the time between two observer calls is the node that
+ * produced the second tensor (plus the executor's bookkeeping for it). */
+typedef struct {
+    const oq_graph *g;
+    double last;
+    double *by_node; /* ms summed over runs */
+} profile_ctx;
+
+static oq_status profile_observe(void *ctx, const char *name, const oq_tensor *t, oq_error *err) {
+    (void)t;
+    (void)err;
+    profile_ctx *pc = ctx;
+    double now = now_ms();
+    const oq_value *v = oq_graph_value_by_name(pc->g, name);
+    if (v && v->producer >= 0)
+        pc->by_node[v->producer] += now - pc->last;
+    pc->last = now;
+    return OQ_OK;
+}
+
+/* Prints time per op type, largest first. */
+static void profile_print(const oq_graph *g, const double *by_node, int runs, double total_ms) {
+    int n = oq_graph_node_count(g);
+    const char **ops = calloc((size_t)n + 1, sizeof *ops);
+    double *ms = calloc((size_t)n + 1, sizeof *ms);
+    int *count = calloc((size_t)n + 1, sizeof *count);
+    int n_ops = 0;
+    if (!ops || !ms || !count)
+        goto done;
+    for (int i = 0; i < n; i++) {
+        const Onnx__NodeProto *node = oq_graph_node(g, i);
+        const char *op = node && node->op_type ? node->op_type : "?";
+        int k = 0;
+        while (k < n_ops && strcmp(ops[k], op) != 0)
+            k++;
+        if (k == n_ops)
+            ops[n_ops++] = op;
+        ms[k] += by_node[i] / runs;
+        count[k]++;
+    }
+    printf("%-24s %6s %10s %7s\n", "op", "nodes", "ms/run", "share");
+    for (int shown = 0; shown < n_ops; shown++) {
+        int best = -1;
+        for (int k = 0; k < n_ops; k++)
+            if (count[k] >= 0 && (best < 0 || ms[k] > ms[best]))
+                best = k;
+        printf("%-24s %6d %10.3f %6.1f%%\n", ops[best], count[best], ms[best],
+               total_ms > 0 ? 100.0 * ms[best] / total_ms : 0.0);
+        count[best] = -1;
+    }
+done:
+    free(ops);
+    free(ms);
+    free(count);
+}
+
 int oq_cmd_run(int argc, char **argv) {
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'}, {"time", required_argument, NULL, 't'},
         {"threads", required_argument, NULL, 'j'}, {"no-fold", no_argument, NULL, 'f'},
+        {"profile", no_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     const char *out_dir = NULL;
     int time_runs = 0, threads = 0;
-    bool fold = true;
+    bool fold = true, profile = false;
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1;) {
         switch (c) {
@@ -75,6 +136,7 @@ int oq_cmd_run(int argc, char **argv) {
         case 't': time_runs = atoi(optarg); break;
         case 'j': threads = atoi(optarg); break;
         case 'f': fold = false; break;
+        case 'p': profile = true; break;
         case 'h': run_usage(stdout); return 0;
         default: run_usage(stderr); return 2;
         }
@@ -92,6 +154,9 @@ int oq_cmd_run(int argc, char **argv) {
     oq_tensor **outputs = NULL;
     const oq_tensor **feeds = NULL;
     double *times = NULL;
+    oq_graph *prof_graph = NULL;
+    profile_ctx prof = {NULL, 0.0, NULL};
+    double prof_ms = 0;
 
     if (oq_model_load_file(model_path, NULL, &m, &err) != OQ_OK)
         return fail(model_path, &err);
@@ -160,21 +225,40 @@ int oq_cmd_run(int argc, char **argv) {
     times = calloc((size_t)runs, sizeof *times);
     if (!times)
         goto done;
+    if (profile && time_runs > 0) {
+        if (oq_graph_new(m, &prof_graph, &err) != OQ_OK) {
+            fail(model_path, &err);
+            goto done;
+        }
+        prof.g = prof_graph;
+        prof.by_node = calloc((size_t)oq_graph_node_count(prof_graph) + 1, sizeof *prof.by_node);
+        if (!prof.by_node)
+            goto done;
+    }
     for (int r = 0; r < runs; r++) {
         for (int o = 0; o < n_out; o++) {
             oq_tensor_free(outputs[o]);
             outputs[o] = NULL;
         }
+        if (prof.g && r == 1) /* the first run (buffers being allocated) is not profiled */
+            memset(prof.by_node, 0, (size_t)oq_graph_node_count(prof.g) * sizeof *prof.by_node);
         double t0 = now_ms();
-        if (oq_plan_run(plan, feeds, n_in, outputs, NULL, NULL, &err) != OQ_OK) {
+        prof.last = t0;
+        if (oq_plan_run(plan, feeds, n_in, outputs, prof.g ? profile_observe : NULL, &prof, &err) != OQ_OK) {
             fail(model_path, &err);
             goto done;
         }
         times[r] = now_ms() - t0;
+        if (r > 0 || runs == 1)
+            prof_ms += times[r];
     }
     if (time_runs > 0) {
         qsort(times, (size_t)runs, sizeof *times, cmp_double);
         printf("latency over %d runs: median %.3f ms, min %.3f ms\n", runs, times[runs / 2], times[0]);
+        if (prof.g) {
+            int profiled = runs > 1 ? runs - 1 : 1;
+            profile_print(prof.g, prof.by_node, profiled, prof_ms / profiled);
+        }
     }
     for (int o = 0; o < n_out; o++) {
         char desc[256];
@@ -201,6 +285,8 @@ done:
     free(outputs);
     free(feeds);
     free(times);
+    free(prof.by_node);
+    oq_graph_free(prof_graph);
     for (int f = 0; f < n_files; f++)
         oq_tensor_list_free(&files[f]);
     oq_plan_free(plan);

@@ -41,6 +41,14 @@ check "folded and stored graphs agree" cmp_out "$TMP/asis/logits.npy" "$TMP/fold
 check "plain model runs" test -s "$TMP/plain/logits.npy"
 check "plain model: nothing to fold" sh -c "! grep -q folded '$TMP/err3.txt'"
 
+# --profile: time per op type; every op of the model is listed once
+"$ONNXQ" run "$M/fmnist/fmnist_cnn.onnx" "$IN" --time 3 --profile >"$TMP/prof.txt" 2>/dev/null
+check "profile exits 0" test $? -eq 0
+check "profile header" grep -q "^op  *nodes  *ms/run  *share" "$TMP/prof.txt"
+check "profile: 3 Conv nodes" grep -Eq "^Conv +3 +[0-9.]+ +[0-9.]+%" "$TMP/prof.txt"
+check "profile: 2 Gemm nodes" grep -Eq "^Gemm +2 " "$TMP/prof.txt"
+check "profile: shares add up to at most 100%" awk '/%$/ { s += $4 } END { exit !(s > 50 && s <= 100.5) }' "$TMP/prof.txt"
+
 # refusals
 "$ONNXQ" run "$MODEL" "$M/ppocr_cls/calib_input.npy" >/dev/null 2>"$TMP/bad.txt"
 check "wrong input shape refused" test $? -ne 0
