@@ -594,6 +594,30 @@ __attribute__((target("avx512f"))) static void im2col2d_rows_avx512(void *arg, s
  * offsets and masks depend only on the run and (kh, kw), not on the
  * channel, so they are tabulated once per panel. */
 #define CONV_PACK_MAX_TAPS 49 /* kernels up to 7x7 take the tabulated path */
+/* Lanes [0, n) of a panel row (n <= 32) from consecutive source floats at
+ * src: lanes outside mask m read as 0 (the zero padding) and are not
+ * loaded, so src may point outside the input for them. */
+__attribute__((target("avx512f"))) static inline void pack_run_s1(float *dr, uintptr_t src, int n, uint32_t m) {
+    uint32_t all = n == 32 ? 0xffffffffu : (1u << n) - 1u;
+    _mm512_mask_storeu_ps(dr, (__mmask16)all, _mm512_maskz_loadu_ps((__mmask16)m, (const void *)src));
+    if (n > 16)
+        _mm512_mask_storeu_ps(dr + 16, (__mmask16)(all >> 16),
+                              _mm512_maskz_loadu_ps((__mmask16)(m >> 16), (const void *)(src + 64)));
+}
+
+/* Zeroes lanes [w, 32) of a panel row: lanes past the operand's range. */
+__attribute__((target("avx512f"))) static inline void pack_zero_tail(float *d, int w) {
+    if (w >= 32)
+        return;
+    const __m512 zero = _mm512_setzero_ps();
+    int z = 32 - w;
+    if (z > 16) {
+        _mm512_storeu_ps(d + 16, zero);
+        z -= 16;
+    }
+    _mm512_mask_storeu_ps(d + w, (__mmask16)((1u << z) - 1u), zero);
+}
+
 /* Bits 0, 2, 4, ..., 2(k-1): the source elements of the first k lanes at
  * stride 2. */
 static inline uint64_t conv_even_bits(int64_t k) {
@@ -607,7 +631,6 @@ __attribute__((target("avx512f"))) static void conv_pack_panels_avx512(void *arg
     const oq_nn_geom *g = &p->g;
     int64_t IH = g->in[0], IW = g->in[1], KH = g->k[0], KW = g->k[1], T = KH * KW;
     int64_t sh = g->s[0], sw = g->s[1], dh = g->d[0], dw = g->d[1], pt = g->pb[0], pl = g->pb[1];
-    const __m512 zero = _mm512_setzero_ps();
     /* stride 2: lane e reads source element 2e; a load pair is compacted */
     const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     for (int q0 = 0; q0 < nl; q0 += 32) {
@@ -650,10 +673,7 @@ __attribute__((target("avx512f"))) static void conv_pack_panels_avx512(void *arg
                 uintptr_t src = (uintptr_t)(run[r].img + plane) + (uintptr_t)(off[e] * (int64_t)sizeof(float));
                 float *dr = d + run[r].lane;
                 if (sw == 1) {
-                    _mm512_mask_storeu_ps(dr, (__mmask16)all, _mm512_maskz_loadu_ps((__mmask16)m, (const void *)src));
-                    if (n > 16)
-                        _mm512_mask_storeu_ps(dr + 16, (__mmask16)(all >> 16),
-                                              _mm512_maskz_loadu_ps((__mmask16)(m >> 16), (const void *)(src + 64)));
+                    pack_run_s1(dr, src, n, (uint32_t)m);
                     continue;
                 }
                 __m512 v0 = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps((__mmask16)m, (const void *)src), evens,
@@ -666,14 +686,7 @@ __attribute__((target("avx512f"))) static void conv_pack_panels_avx512(void *arg
                     _mm512_mask_storeu_ps(dr + 16, (__mmask16)(all >> 16), v1);
                 }
             }
-            if (w < 32) { /* lanes past the range: zeros */
-                int z = 32 - w;
-                if (z > 16) {
-                    _mm512_storeu_ps(d + 16, zero);
-                    z -= 16;
-                }
-                _mm512_mask_storeu_ps(d + w, (__mmask16)((1u << z) - 1u), zero);
-            }
+            pack_zero_tail(d, w);
             if (++t == T) {
                 t = 0;
                 c++;
@@ -696,7 +709,6 @@ __attribute__((target("avx512f"))) static void conv_pack_panels_shift_avx512(voi
     int64_t IH = g->in[0], IW = g->in[1], KH = g->k[0], KW = g->k[1], T = KH * KW;
     int64_t dh = g->d[0], dw = g->d[1], pt = g->pb[0], pl = g->pb[1];
     size_t P = p->Pout;
-    const __m512 zero = _mm512_setzero_ps();
     for (int q0 = 0; q0 < nl; q0 += 32) {
         float *pan = dst + (size_t)(q0 / 32) * (size_t)kc * 32;
         int w = nl - q0 < 32 ? nl - q0 : 32;
@@ -756,20 +768,9 @@ __attribute__((target("avx512f"))) static void conv_pack_panels_shift_avx512(voi
                 /* uintptr: the shifted start may sit before the plane; those lanes are masked off */
                 uintptr_t src = (uintptr_t)(seg[si].img + plane) +
                                 (uintptr_t)((seg[si].pos + delta[t]) * (int64_t)sizeof(float));
-                float *dr = d + seg[si].lane;
-                _mm512_mask_storeu_ps(dr, (__mmask16)all, _mm512_maskz_loadu_ps((__mmask16)m, (const void *)src));
-                if (n > 16)
-                    _mm512_mask_storeu_ps(dr + 16, (__mmask16)(all >> 16),
-                                          _mm512_maskz_loadu_ps((__mmask16)(m >> 16), (const void *)(src + 64)));
+                pack_run_s1(d + seg[si].lane, src, n, m);
             }
-            if (w < 32) { /* lanes past the range: zeros */
-                int z = 32 - w;
-                if (z > 16) {
-                    _mm512_storeu_ps(d + 16, zero);
-                    z -= 16;
-                }
-                _mm512_mask_storeu_ps(d + w, (__mmask16)((1u << z) - 1u), zero);
-            }
+            pack_zero_tail(d, w);
             if (++t == T) {
                 t = 0;
                 c++;
@@ -779,7 +780,8 @@ __attribute__((target("avx512f"))) static void conv_pack_panels_shift_avx512(voi
 }
 #endif
 
-/* Column panels for the packed GEMM: the AVX-512 path for row stride 1. */
+/* Column panels for the packed GEMM: AVX-512 packers for row stride 1 or 2
+ * (the shifted one for "same"-padded stride 1), else the portable one. */
 static void conv_pack_panels(void *arg, int l0, int nl, int k0, int kc, float *dst) {
 #ifdef CONV_HAVE_AVX512
     const conv_pack_job *j = arg;
