@@ -28,7 +28,7 @@ static void run_usage(FILE *f) {
             "  --time N           run N times and print the median and minimum latency\n"
             "  --threads N        worker threads (default: one per core)\n"
             "  --profile          with --time: mean time per operator type over the runs\n"
-            "                     after the first\n"
+            "                     after the first, then the slowest nodes\n"
             "  --no-fold          run the graph as stored (by default a BatchNormalization\n"
             "                     after a Conv with constant weights is folded into it, as\n"
             "                     runtimes do; outputs agree to float rounding)\n"
@@ -84,7 +84,9 @@ static oq_status profile_observe(void *ctx, const char *name, const oq_tensor *t
     return OQ_OK;
 }
 
-/* Prints time per op type, largest first. */
+#define PROFILE_TOP_NODES 15
+
+/* Prints time per op type, largest first, then the slowest nodes. */
 static void profile_print(const oq_graph *g, const double *by_node, int runs, double total_ms) {
     int n = oq_graph_node_count(g);
     const char **ops = calloc((size_t)n + 1, sizeof *ops);
@@ -113,6 +115,24 @@ static void profile_print(const oq_graph *g, const double *by_node, int runs, do
         printf("%-24s %6d %10.3f %6.1f%%\n", ops[best], count[best], ms[best],
                total_ms > 0 ? 100.0 * ms[best] / total_ms : 0.0);
         count[best] = -1;
+    }
+    /* The slowest nodes, to tell which of many same-type nodes cost most
+     * (count is reused as a "shown" mark). */
+    for (int i = 0; i < n; i++)
+        count[i] = 0;
+    printf("\n%-52s %10s %7s\n", "slowest nodes", "ms/run", "share");
+    for (int shown = 0; shown < PROFILE_TOP_NODES && shown < n; shown++) {
+        int best = -1;
+        for (int i = 0; i < n; i++)
+            if (!count[i] && (best < 0 || by_node[i] > by_node[best]))
+                best = i;
+        if (best < 0 || by_node[best] <= 0)
+            break;
+        count[best] = 1;
+        char label[160];
+        oq_graph_node_label(g, best, label, sizeof label);
+        printf("%-52.52s %10.3f %6.1f%%\n", label, by_node[best] / runs,
+               total_ms > 0 ? 100.0 * by_node[best] / runs / total_ms : 0.0);
     }
 done:
     free(ops);

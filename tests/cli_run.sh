@@ -47,7 +47,11 @@ check "profile exits 0" test $? -eq 0
 check "profile header" grep -q "^op  *nodes  *ms/run  *share" "$TMP/prof.txt"
 check "profile: 3 Conv nodes" grep -Eq "^Conv +3 +[0-9.]+ +[0-9.]+%" "$TMP/prof.txt"
 check "profile: 2 Gemm nodes" grep -Eq "^Gemm +2 " "$TMP/prof.txt"
-check "profile: shares add up to at most 100%" awk '/%$/ { s += $4 } END { exit !(s > 50 && s <= 100.5) }' "$TMP/prof.txt"
+check "profile: shares add up to at most 100%" awk '/^$/ { exit } /%$/ { s += $4 } END { exit !(s > 50 && s <= 100.5) }' "$TMP/prof.txt"
+# then the slowest nodes, slowest first, each labelled with its op
+check "profile: slowest nodes table" grep -q "^slowest nodes  *ms/run  *share" "$TMP/prof.txt"
+check "profile: slowest nodes name their op" grep -Eq "\((Conv|Gemm)\) +[0-9.]+ +[0-9.]+%$" "$TMP/prof.txt"
+check "profile: slowest nodes in order" awk 'f && /%$/ { v = $(NF-1); if (n++ && v > last + 1e-9) bad = 1; last = v } /^slowest/ { f = 1 } END { exit bad || n < 3 }' "$TMP/prof.txt"
 
 # refusals
 "$ONNXQ" run "$MODEL" "$M/ppocr_cls/calib_input.npy" >/dev/null 2>"$TMP/bad.txt"
