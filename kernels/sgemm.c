@@ -202,6 +202,10 @@ typedef struct {
     void *fctx;
 } opnd;
 
+#ifndef PREFETCH_LANES
+#define PREFETCH_LANES (4 * PANEL)
+#endif
+
 /* Packs lanes [l0, l0 + nl) x depth [k0, k0 + kc) of a raw operand into
  * panels of kc * 32 floats, lanes past nl zeroed. */
 static void pack_panels(const opnd *o, int l0, int nl, int k0, int kc, float *dst) {
@@ -235,10 +239,10 @@ static void pack_panels(const opnd *o, int l0, int nl, int k0, int kc, float *ds
         if (o->ls == 1) {
             /* lanes contiguous: row copies */
             for (int k = 0; k < kc; k++) {
-                /* the next panel's row segment (packed right after this
-                 * one's tiles): rows are far apart, so no prefetcher sees it */
-                __builtin_prefetch(s + (size_t)k * o->ks + PANEL);
-                __builtin_prefetch(s + (size_t)k * o->ks + PANEL + 16);
+                /* a later panel's row segment: rows are far apart, so no
+                 * prefetcher sees it, and at batch 32 it comes from DRAM */
+                __builtin_prefetch(s + (size_t)k * o->ks + PREFETCH_LANES);
+                __builtin_prefetch(s + (size_t)k * o->ks + PREFETCH_LANES + 16);
                 memcpy(d + (size_t)k * PANEL, s + (size_t)k * o->ks, (size_t)w * sizeof(float));
                 if (w < PANEL)
                     memset(d + (size_t)k * PANEL + w, 0, (size_t)(PANEL - w) * sizeof(float));
