@@ -18,7 +18,8 @@
 
 static void run_usage(FILE *f) {
     fprintf(f,
-            "usage: onnxq run MODEL INPUT... [-o DIR] [--time N] [--threads N] [--no-fold] [--profile]\n"
+            "usage: onnxq run MODEL INPUT... [-o DIR] [--time N] [--threads N] [--no-fold]\n"
+            "                 [--no-fuse] [--profile]\n"
             "\n"
             "Runs MODEL on the tensors in the INPUT files (.npy, .npz or TensorProto .pb).\n"
             "Tensors whose names match model inputs feed those inputs; the rest feed the\n"
@@ -32,6 +33,9 @@ static void run_usage(FILE *f) {
             "  --no-fold          run the graph as stored (by default a BatchNormalization\n"
             "                     after a Conv with constant weights is folded into it, as\n"
             "                     runtimes do; outputs agree to float rounding)\n"
+            "  --no-fuse          run every node on its own (by default element-wise nodes\n"
+            "                     after a Conv, such as Relu, a residual Add or HardSwish,\n"
+            "                     run inside it when nothing else reads the intermediates)\n"
             "  -h, --help         this help\n");
 }
 
@@ -68,6 +72,7 @@ static void safe_name(const char *name, char *out, size_t len) {
  * produced the second tensor (plus the executor's bookkeeping for it). */
 typedef struct {
     const oq_graph *g;
+    const oq_plan *plan; /* fused nodes' time goes to the node that ran them */
     double last;
     double *by_node; /* ms summed over runs */
 } profile_ctx;
@@ -78,26 +83,55 @@ static oq_status profile_observe(void *ctx, const char *name, const oq_tensor *t
     profile_ctx *pc = ctx;
     double now = now_ms();
     const oq_value *v = oq_graph_value_by_name(pc->g, name);
-    if (v && v->producer >= 0)
-        pc->by_node[v->producer] += now - pc->last;
+    if (v && v->producer >= 0) {
+        int head = oq_plan_fused_into(pc->plan, v->producer);
+        pc->by_node[head >= 0 ? head : v->producer] += now - pc->last;
+    }
     pc->last = now;
     return OQ_OK;
 }
 
 #define PROFILE_TOP_NODES 15
 
+#define PROFILE_OP_LEN 64
+
+/* Node i's op type, or for a node that ran others fused into it the chain
+ * ("Conv+Add+Relu"); "" for the nodes fused away. */
+static void profile_op_labels(const oq_graph *g, const oq_plan *plan, char (*lab)[PROFILE_OP_LEN], int n) {
+    for (int i = 0; i < n; i++) {
+        const Onnx__NodeProto *node = oq_graph_node(g, i);
+        snprintf(lab[i], PROFILE_OP_LEN, "%s", node && node->op_type ? node->op_type : "?");
+    }
+    for (int i = 0; i < n; i++) { /* node order is topological: chains append in order */
+        int head = oq_plan_fused_into(plan, i);
+        if (head < 0)
+            continue;
+        size_t len = strlen(lab[head]);
+        if (len + 1 < PROFILE_OP_LEN) {
+            lab[head][len] = '+';
+            snprintf(lab[head] + len + 1, PROFILE_OP_LEN - len - 1, "%s",
+                     oq_graph_node(g, i)->op_type ? oq_graph_node(g, i)->op_type : "?");
+        }
+        lab[i][0] = '\0';
+    }
+}
+
 /* Prints time per op type, largest first, then the slowest nodes. */
-static void profile_print(const oq_graph *g, const double *by_node, int runs, double total_ms) {
+static void profile_print(const oq_graph *g, const oq_plan *plan, const double *by_node, int runs,
+                          double total_ms) {
     int n = oq_graph_node_count(g);
     const char **ops = calloc((size_t)n + 1, sizeof *ops);
     double *ms = calloc((size_t)n + 1, sizeof *ms);
     int *count = calloc((size_t)n + 1, sizeof *count);
+    char (*lab)[PROFILE_OP_LEN] = calloc((size_t)n + 1, sizeof *lab);
     int n_ops = 0;
-    if (!ops || !ms || !count)
+    if (!ops || !ms || !count || !lab)
         goto done;
+    profile_op_labels(g, plan, lab, n);
     for (int i = 0; i < n; i++) {
-        const Onnx__NodeProto *node = oq_graph_node(g, i);
-        const char *op = node && node->op_type ? node->op_type : "?";
+        const char *op = lab[i];
+        if (!*op)
+            continue;
         int k = 0;
         while (k < n_ops && strcmp(ops[k], op) != 0)
             k++;
@@ -131,10 +165,19 @@ static void profile_print(const oq_graph *g, const double *by_node, int runs, do
         count[best] = 1;
         char label[160];
         oq_graph_node_label(g, best, label, sizeof label);
+        if (strcmp(lab[best], oq_graph_node(g, best)->op_type ? oq_graph_node(g, best)->op_type : "?") != 0) {
+            size_t len = strlen(label); /* "node 'x' (Conv)" -> "node 'x' (Conv+Relu)" */
+            if (len > 0 && label[len - 1] == ')') {
+                char *open = strrchr(label, '(');
+                if (open)
+                    snprintf(open, sizeof label - (size_t)(open - label), "(%s)", lab[best]);
+            }
+        }
         printf("%-52.52s %10.3f %6.1f%%\n", label, by_node[best] / runs,
                total_ms > 0 ? 100.0 * by_node[best] / runs / total_ms : 0.0);
     }
 done:
+    free(lab);
     free(ops);
     free(ms);
     free(count);
@@ -144,11 +187,11 @@ int oq_cmd_run(int argc, char **argv) {
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'}, {"time", required_argument, NULL, 't'},
         {"threads", required_argument, NULL, 'j'}, {"no-fold", no_argument, NULL, 'f'},
-        {"profile", no_argument, NULL, 'p'},
+        {"no-fuse", no_argument, NULL, 'u'},       {"profile", no_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     const char *out_dir = NULL;
     int time_runs = 0, threads = 0;
-    bool fold = true, profile = false;
+    bool fold = true, fuse = true, profile = false;
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1;) {
         switch (c) {
@@ -156,6 +199,7 @@ int oq_cmd_run(int argc, char **argv) {
         case 't': time_runs = atoi(optarg); break;
         case 'j': threads = atoi(optarg); break;
         case 'f': fold = false; break;
+        case 'u': fuse = false; break;
         case 'p': profile = true; break;
         case 'h': run_usage(stdout); return 0;
         default: run_usage(stderr); return 2;
@@ -175,7 +219,7 @@ int oq_cmd_run(int argc, char **argv) {
     const oq_tensor **feeds = NULL;
     double *times = NULL;
     oq_graph *prof_graph = NULL;
-    profile_ctx prof = {NULL, 0.0, NULL};
+    profile_ctx prof = {NULL, NULL, 0.0, NULL};
     double prof_ms = 0;
 
     if (oq_model_load_file(model_path, NULL, &m, &err) != OQ_OK)
@@ -193,6 +237,7 @@ int oq_cmd_run(int argc, char **argv) {
     }
     oq_plan_opts po = oq_plan_opts_default();
     po.threads = threads;
+    po.fuse = fuse; /* only the outputs are kept: intermediates may be fused away */
     if (oq_plan_new(m, &po, &plan, &err) != OQ_OK) {
         fail(model_path, &err);
         goto done;
@@ -251,6 +296,7 @@ int oq_cmd_run(int argc, char **argv) {
             goto done;
         }
         prof.g = prof_graph;
+        prof.plan = plan;
         prof.by_node = calloc((size_t)oq_graph_node_count(prof_graph) + 1, sizeof *prof.by_node);
         if (!prof.by_node)
             goto done;
@@ -277,7 +323,7 @@ int oq_cmd_run(int argc, char **argv) {
         printf("latency over %d runs: median %.3f ms, min %.3f ms\n", runs, times[runs / 2], times[0]);
         if (prof.g) {
             int profiled = runs > 1 ? runs - 1 : 1;
-            profile_print(prof.g, prof.by_node, profiled, prof_ms / profiled);
+            profile_print(prof.g, plan, prof.by_node, profiled, prof_ms / profiled);
         }
     }
     for (int o = 0; o < n_out; o++) {

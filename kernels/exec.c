@@ -59,6 +59,14 @@ typedef struct {
     char label[160];
     /* If: the two branch plans */
     oq_plan *then_plan, *else_plan;
+    /* Fusion: a producer running the element-wise steps after it */
+    oq_post post;           /* their program (post.res set per run) */
+    int fused_out;          /* value the group produces, -1 when no group */
+    int res_value;          /* the residual step's input value, -1 when none */
+    int n_absorbed;
+    int absorbed[OQ_POST_MAX_STEPS]; /* step indices of the absorbed nodes */
+    int absorbed_by;        /* in an absorbed step: its producer's step, else -1 */
+    bool fused_now;         /* the producer ran the group in the current run */
 } step;
 
 typedef struct {
@@ -247,6 +255,8 @@ static oq_status plan_branch(oq_plan *parent, const oq_graph *view, oq_plan **ou
  * folding constants at plan time. */
 static oq_status step_exec(oq_plan *p, step *s, oq_error *err);
 
+static oq_status plan_fuse(oq_plan *p, oq_error *err);
+
 static oq_status plan_build(oq_plan *p, oq_error *err) {
     const oq_graph *g = p->view;
     p->n_slots = oq_graph_value_count(g);
@@ -313,6 +323,7 @@ static oq_status plan_build(oq_plan *p, oq_error *err) {
 
         step *s = &p->steps[p->n_steps];
         s->node = node;
+        s->fused_out = s->res_value = s->absorbed_by = -1;
         oq_graph_node_label(g, node, s->label, sizeof s->label);
         const char *domain = np->domain ? np->domain : "";
         int opset = (int)oq_graph_opset(g, domain);
@@ -441,7 +452,175 @@ static oq_status plan_build(oq_plan *p, oq_error *err) {
     }
     for (int i = 0; i < p->n_outputs; i++)
         p->slots[p->outputs[i]].last_use = INT_MAX;
+    return p->opts.fuse ? plan_fuse(p, err) : OQ_OK;
+}
+
+/* ---- fusion ------------------------------------------------------------- */
+
+/* Who reads each value: reader r of value v is (step rd_step[rd_off[v] + r],
+ * input slot rd_slot[...]); slot -1 for an If branch reading it implicitly. */
+typedef struct {
+    int *off, *step, *slot;
+    int *producer; /* step producing each value, -1 for inputs and constants */
+} readers;
+
+static void readers_free(readers *r) {
+    free(r->off);
+    free(r->step);
+    free(r->slot);
+    free(r->producer);
+}
+
+static oq_status readers_build(const oq_plan *p, readers *r, oq_error *err) {
+    size_t nv = (size_t)p->n_slots + 1;
+    r->off = calloc(nv + 1, sizeof(int));
+    r->producer = malloc(nv * sizeof(int));
+    if (!r->off || !r->producer)
+        return oq_err(err, OQ_ENOMEM, "out of memory planning fusion");
+    for (int v = 0; v < p->n_slots; v++)
+        r->producer[v] = -1;
+    int total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int *fill = NULL;
+        if (pass == 1) {
+            for (int v = 0; v < p->n_slots; v++)
+                r->off[v + 1] += r->off[v];
+            total = r->off[p->n_slots];
+            r->step = malloc(((size_t)total + 1) * sizeof(int));
+            r->slot = malloc(((size_t)total + 1) * sizeof(int));
+            fill = calloc(nv, sizeof(int));
+            if (!r->step || !r->slot || !fill) {
+                free(fill);
+                return oq_err(err, OQ_ENOMEM, "out of memory planning fusion");
+            }
+        }
+        for (int k = 0; k < p->n_steps; k++) {
+            const step *s = &p->steps[k];
+            int n_imp;
+            const int *imp = oq_graph_node_implicit_inputs(p->view, s->node, &n_imp);
+            for (int i = 0; i < s->ctx.n_inputs + n_imp; i++) {
+                int v = i < s->ctx.n_inputs ? s->in[i] : imp[i - s->ctx.n_inputs];
+                if (v < 0)
+                    continue;
+                if (pass == 0) {
+                    r->off[v + 1]++;
+                    continue;
+                }
+                int at = r->off[v] + fill[v]++;
+                r->step[at] = k;
+                r->slot[at] = i < s->ctx.n_inputs ? i : -1;
+            }
+            if (pass == 0)
+                for (int o = 0; o < s->ctx.n_outputs; o++)
+                    if (s->out[o] >= 0)
+                        r->producer[s->out[o]] = k;
+        }
+        free(fill);
+    }
     return OQ_OK;
+}
+
+/* The chain of element-wise steps after producer k, starting at reader
+ * `first` of its output x; `close`, when >= 0, is a Mul(x, chain) that must
+ * end the chain (x then has two readers: HardSwish as Add/Clip/Div/Mul).
+ * Fills the producer's group with the longest chain that can be fused and
+ * returns whether there is one. */
+static bool fuse_walk(oq_plan *p, const readers *r, int k, int first, int first_slot, int close) {
+    step *pr = &p->steps[k];
+    int x = pr->out[0];
+    oq_post prog = {0};
+    int absorbed[OQ_POST_MAX_STEPS], n_abs = 0, res = -1, best_len = 0, best_out = -1, best_res = -1;
+    oq_post best = {0};
+    bool closed = close < 0;
+    int c = first, in_slot = first_slot;
+    while (n_abs < OQ_POST_MAX_STEPS) {
+        step *cs = &p->steps[c];
+        if (c <= k || !cs->op || cs->absorbed_by >= 0 || cs->fused_out >= 0 || cs->ctx.n_outputs != 1 ||
+            cs->out[0] < 0 || in_slot < 0)
+            break;
+        oq_post_in in[4];
+        int n_in = cs->ctx.n_inputs;
+        if (n_in > 4)
+            break;
+        for (int i = 0; i < n_in; i++) {
+            in[i].present = cs->in[i] >= 0;
+            in[i].constant = cs->const_in[i];
+        }
+        oq_post_step st[2];
+        int n_st, other;
+        oq_post_match m = oq_post_match_node(cs->ctx.node, cs->ctx.opset, in_slot, in, n_in, st, &n_st, &other);
+        if (m == OQ_POST_NO || prog.n + n_st > OQ_POST_MAX_STEPS)
+            break;
+        if (m == OQ_POST_OTHER_IN) {
+            int ov = cs->in[other];
+            if (st[0].kind == OQ_POST_MUL_X) {
+                if (c != close || ov != x)
+                    break;
+                closed = true;
+            } else { /* a residual: one per chain, computed before the producer runs */
+                if (res >= 0 || ov == x || c == close || r->producer[ov] >= k)
+                    break;
+                res = ov;
+            }
+        } else if (c == close) {
+            break;
+        }
+        for (int i = 0; i < n_st; i++)
+            prog.steps[prog.n++] = st[i];
+        absorbed[n_abs++] = c;
+        int nv = cs->out[0];
+        if (closed) {
+            best = prog;
+            best_len = n_abs;
+            best_out = nv;
+            best_res = res;
+        }
+        /* go on while the value has exactly one reader, a step, and is no output */
+        if (p->slots[nv].last_use == INT_MAX || r->off[nv + 1] - r->off[nv] != 1)
+            break;
+        c = r->step[r->off[nv]];
+        in_slot = r->slot[r->off[nv]];
+    }
+    if (best_len == 0)
+        return false;
+    pr->post = best;
+    pr->fused_out = best_out;
+    pr->res_value = best_res;
+    pr->n_absorbed = best_len;
+    for (int i = 0; i < best_len; i++) {
+        pr->absorbed[i] = absorbed[i];
+        p->steps[absorbed[i]].absorbed_by = k;
+    }
+    return true;
+}
+
+/* Matches, for every producer that accepts a post-op program, the chain
+ * of element-wise nodes after it whose intermediates nothing else reads. */
+static oq_status plan_fuse(oq_plan *p, oq_error *err) {
+    readers r = {0};
+    oq_status st = readers_build(p, &r, err);
+    for (int k = 0; st == OQ_OK && k < p->n_steps; k++) {
+        step *s = &p->steps[k];
+        if (!s->op || !s->ctx.accepts_post || s->absorbed_by >= 0 || s->ctx.n_outputs != 1 || s->out[0] < 0)
+            continue;
+        int x = s->out[0], nr = r.off[x + 1] - r.off[x];
+        if (p->slots[x].last_use == INT_MAX)
+            continue;
+        const int *rs = r.step + r.off[x], *sl = r.slot + r.off[x];
+        if (nr == 1)
+            fuse_walk(p, &r, k, rs[0], sl[0], -1);
+        else if (nr == 2 && rs[0] != rs[1] && !fuse_walk(p, &r, k, rs[0], sl[0], rs[1]))
+            fuse_walk(p, &r, k, rs[1], sl[1], rs[0]);
+    }
+    readers_free(&r);
+    return st;
+}
+
+int oq_plan_fused_into(const oq_plan *p, int node) {
+    for (int k = 0; k < p->n_steps; k++)
+        if (p->steps[k].node == node)
+            return p->steps[k].absorbed_by >= 0 ? p->steps[p->steps[k].absorbed_by].node : -1;
+    return -1;
 }
 
 oq_status oq_plan_new(oq_model *m, const oq_plan_opts *opts, oq_plan **out, oq_error *err) {
@@ -614,12 +793,89 @@ static oq_status observe(oq_plan *p, oq_observer_fn obs, void *obs_ctx, int v, o
     return st;
 }
 
+/* Runs producer s with its fused group when this run's tensors allow it
+ * (sets s->fused_now): the group's output is computed straight into the
+ * value the last absorbed node would have produced. */
+static oq_status run_fused(oq_plan *p, step *s, oq_observer_fn obs, void *obs_ctx, oq_error *err) {
+    s->fused_now = false;
+    for (int i = 0; i < s->ctx.n_inputs; i++) {
+        s->in_ptrs[i] = s->in[i] >= 0 ? value_tensor(p, s->in[i]) : NULL;
+        if (s->in[i] >= 0 && !s->in_ptrs[i])
+            return oq_err(err, OQ_EINTERNAL, "%s: input %d has no value", s->label, i);
+    }
+    oq_tensor *t = &s->outs[0];
+    memset(t, 0, sizeof *t);
+    oq_status st = s->op->infer(&s->ctx, s->in_ptrs, s->outs, err);
+    if (st != OQ_OK) {
+        if (!strstr(err->msg, s->label))
+            oq_err_prefix(err, "%s: ", s->label);
+        return st;
+    }
+    const oq_tensor *res = s->res_value >= 0 ? value_tensor(p, s->res_value) : NULL;
+    if (t->dtype != OQ_DTYPE_FLOAT || (s->res_value >= 0 && (!res || res->dtype != OQ_DTYPE_FLOAT ||
+                                                              res->rank != t->rank ||
+                                                              memcmp(res->dims, t->dims, (size_t)t->rank * sizeof *t->dims))))
+        return OQ_OK; /* a broadcast residual, say: the nodes run one by one */
+    if ((st = size_tensor(p, t, s->label, err)) != OQ_OK)
+        return st;
+    if (!(t->data = pool_take(p, t->nbytes, &s->out_caps[0])))
+        return oq_err(err, OQ_ENOMEM, "%s: out of memory for a %zu-byte output", s->label, t->nbytes);
+    s->post.res = res ? res->data : NULL;
+    s->ctx.post = &s->post;
+    st = s->op->run(&s->ctx, s->in_ptrs, s->outs, err);
+    s->ctx.post = NULL;
+    if (st != OQ_OK) {
+        pool_give(p, t->data, s->out_caps[0]);
+        t->data = NULL;
+        if (!strstr(err->msg, s->label))
+            oq_err_prefix(err, "%s: ", s->label);
+        return st;
+    }
+    s->fused_now = true;
+    slot *sl = &p->slots[s->fused_out];
+    release_slot(p, sl);
+    sl->t = *t;
+    sl->buf_cap = s->out_caps[0];
+    t->data = NULL;
+    st = observe(p, obs, obs_ctx, s->fused_out, err);
+    if (st == OQ_OK && sl->last_use < 0)
+        release_slot(p, sl);
+    return st;
+}
+
+/* Returns the buffers of values whose last reader was step k. */
+static void release_after(oq_plan *p, const step *s, int k) {
+    for (int i = 0; i < s->ctx.n_inputs; i++) {
+        int v = s->in[i];
+        if (v >= 0 && p->slots[v].last_use == k)
+            release_slot(p, &p->slots[v]);
+    }
+    int n_implicit;
+    const int *imp = oq_graph_node_implicit_inputs(p->view, s->node, &n_implicit);
+    for (int i = 0; i < n_implicit; i++)
+        if (p->slots[imp[i]].last_use == k)
+            release_slot(p, &p->slots[imp[i]]);
+}
+
 static oq_status run_steps(oq_plan *p, oq_observer_fn obs, void *obs_ctx, oq_error *err) {
     for (int k = 0; k < p->n_steps; k++) {
         step *s = &p->steps[k];
         if (p->opts.abort_flag && *p->opts.abort_flag)
             return oq_err(err, OQ_ECANCELLED, "run cancelled before %s", s->label);
-        oq_status st = step_exec(p, s, err);
+        if (s->absorbed_by >= 0 && p->steps[s->absorbed_by].fused_now) {
+            release_after(p, s, k); /* its producer computed it */
+            continue;
+        }
+        oq_status st;
+        if (s->fused_out >= 0) {
+            if ((st = run_fused(p, s, obs, obs_ctx, err)) != OQ_OK)
+                return st;
+            if (s->fused_now) {
+                release_after(p, s, k);
+                continue;
+            }
+        }
+        st = step_exec(p, s, err);
         if (st != OQ_OK)
             return st;
         for (int o = 0; o < s->ctx.n_outputs; o++) {
@@ -641,16 +897,7 @@ static oq_status run_steps(oq_plan *p, oq_observer_fn obs, void *obs_ctx, oq_err
                 release_slot(p, sl);
         }
         /* Inputs whose last reader was this step go back to the pool. */
-        for (int i = 0; i < s->ctx.n_inputs; i++) {
-            int v = s->in[i];
-            if (v >= 0 && p->slots[v].last_use == k)
-                release_slot(p, &p->slots[v]);
-        }
-        int n_implicit;
-        const int *imp = oq_graph_node_implicit_inputs(p->view, s->node, &n_implicit);
-        for (int i = 0; i < n_implicit; i++)
-            if (p->slots[imp[i]].last_use == k)
-                release_slot(p, &p->slots[imp[i]]);
+        release_after(p, s, k);
     }
     return OQ_OK;
 }

@@ -22,6 +22,12 @@ typedef struct {
     bool fold_constants;     /* evaluate constant subgraphs at plan time (default on via
                                 oq_plan_opts_default) */
     const volatile int *abort_flag; /* when non-NULL and set, runs stop between nodes (ECANCELLED) */
+    /* Run element-wise successors of a Conv (Relu, Clip, residual Add,
+     * HardSwish and its Add/Clip/Div/Mul spelling, ...) inside it, when the
+     * intermediate tensors have no other reader: one pass over memory
+     * instead of one per node. The observer then never sees the fused-away
+     * intermediates, so calibration leaves it off (the default). */
+    bool fuse;
 } oq_plan_opts;
 
 oq_plan_opts oq_plan_opts_default(void);
@@ -61,6 +67,12 @@ oq_status oq_plan_run(oq_plan *p, const oq_tensor *const *inputs, int n_inputs,
 typedef oq_status (*oq_folded_fn)(void *ctx, const char *name, int node, const oq_tensor *t,
                                   oq_error *err);
 oq_status oq_plan_each_folded(const oq_plan *p, oq_folded_fn fn, void *ctx, oq_error *err);
+
+/* With opts.fuse: the node (index in the model's main graph) whose step
+ * runs `node` inside it, or -1 when node runs on its own. A fused step may
+ * still run unfused when a run's shapes do not allow it (a residual that
+ * broadcasts). */
+int oq_plan_fused_into(const oq_plan *p, int node);
 
 /* Bytes currently held by the plan's buffer pool (for memory tests). */
 size_t oq_plan_pool_bytes(const oq_plan *p);

@@ -71,6 +71,7 @@ typedef struct {
     int64_t N, C, M, group, Cg, Mg;
     size_t Pin, Pout;  /* spatial element counts of X and Y */
     size_t Kprod;      /* kernel elements */
+    const oq_post *post; /* fused element-wise program (Conv only), NULL when none */
 } conv_plan;
 
 static oq_status conv_prepare_common(oq_node_ctx *ctx, bool transpose, oq_error *err) {
@@ -149,6 +150,7 @@ oq_status oq_nn_conv_prepare(oq_node_ctx *ctx, oq_error *err) {
     oq_status s = conv_prepare_common(ctx, false, err);
     if (s != OQ_OK)
         return s;
+    ctx->accepts_post = true; /* every path below applies ctx->post (float output only) */
     return conv_pack_weights(ctx, ctx->state, err);
 }
 
@@ -159,6 +161,7 @@ oq_status oq_nn_convtranspose_prepare(oq_node_ctx *ctx, oq_error *err) {
 /* Checks X, W, B and resolves the plan (shared by infer and run). */
 static oq_status conv_resolve(const oq_node_ctx *ctx, const oq_tensor *const *in, bool transpose,
                               conv_plan *p, oq_error *err) {
+    memset(p, 0, sizeof *p);
     const conv_state *st = ctx->state;
     const oq_tensor *x = ctx->n_inputs > 0 ? in[0] : NULL;
     const oq_tensor *w = ctx->n_inputs > 1 ? in[1] : NULL;
@@ -867,7 +870,41 @@ OQ_NN_HOT static void im2col_rows(void *arg, size_t r0, size_t r1) {
     }
 }
 
-/* ---- bias ------------------------------------------------------------------- */
+/* ---- bias and post-ops ----------------------------------------------------- */
+
+/* The GEMM epilogue writing channels [m0, ..) of output rows at y_at
+ * (a position inside the output y): bias, then the fused program with the
+ * residual at y_at's offset. */
+static oq_sgemm_epilogue conv_epilogue(const conv_plan *p, const float *bias, int64_t m0, const float *y,
+                                       const float *y_at) {
+    oq_sgemm_epilogue ep = {bias ? bias + m0 : NULL, NULL, p->post, NULL};
+    if (p->post && p->post->res)
+        ep.res = p->post->res + (y_at - y);
+    return ep;
+}
+
+/* Copies n floats of a scratch output into Y at y_at, applying the fused
+ * program on the way. */
+static void conv_store(const conv_plan *p, const float *y, float *y_at, const float *src, size_t n) {
+    if (p->post)
+        oq_post_apply(p->post, y_at, src, p->post->res ? p->post->res + (y_at - y) : NULL, n);
+    else
+        memcpy(y_at, src, n * sizeof *y_at);
+}
+
+/* The fused program over Y [rows, P] in parallel: for the paths that
+ * finish Y in several passes (a non-constant W). */
+typedef struct {
+    const oq_post *post;
+    float *y;
+    size_t P;
+} post_job;
+
+static void post_rows(void *arg, size_t r0, size_t r1) {
+    const post_job *j = arg;
+    size_t off = r0 * j->P;
+    oq_post_apply(j->post, j->y + off, j->y + off, j->post->res ? j->post->res + off : NULL, (r1 - r0) * j->P);
+}
 
 typedef struct {
     float *y;
@@ -1030,6 +1067,9 @@ OQ_NN_HOT static void dw_planes(void *arg, size_t q0, size_t q1) {
                     dw_interior(yr, xr, wr, KW, sw, dw, -pl, lo_all, hi_all);
             }
         }
+        if (p->post) /* while the plane is in cache */
+            oq_post_apply(p->post, y, y, p->post->res ? p->post->res + q * (size_t)(OH * OW) : NULL,
+                          (size_t)(OH * OW));
     }
 }
 
@@ -1099,7 +1139,7 @@ static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const fl
             for (int64_t n = 0; n < p->N; n++) {
                 const float *xg = x + ((size_t)(n * p->C + gi * p->Cg)) * p->Pin;
                 float *yg = y + ((size_t)(n * p->M + gi * p->Mg)) * P;
-                oq_sgemm_epilogue ep = {bias ? bias + gi * p->Mg : NULL, NULL};
+                oq_sgemm_epilogue ep = conv_epilogue(p, bias, gi * p->Mg, y, yg);
                 if (!pa) {
                     bias_job bj = {yg, ep.row_bias, P, (size_t)p->Mg};
                     bias_rows(&bj, 0, (size_t)p->Mg); /* the GEMMs add onto it (beta = 1) */
@@ -1125,12 +1165,12 @@ static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const fl
             batch_fill_job bj = {p, fill, xt, col, K, nc};
             oq_parallel_for(ctx->pool, nb, OQ_NN_MIN_CHUNK(K * P), batch_fill, &bj);
             if (pa) {
-                oq_sgemm_epilogue ep = {bias ? bias + gi * p->Mg : NULL, NULL};
+                oq_sgemm_epilogue ep = {bias ? bias + gi * p->Mg : NULL, NULL, NULL, NULL};
                 oq_sgemm_pa_run(ctx->pool, pa[gi], false, (int)nc, col, (int)nc, 0.0f, tmp, (int)nc, &ep);
                 for (size_t i = 0; i < nb; i++)
                     for (int64_t m = 0; m < p->Mg; m++)
-                        memcpy(y + (size_t)((n0 + (int64_t)i) * p->M + gi * p->Mg + m) * P,
-                               tmp + (size_t)m * nc + i * P, P * sizeof *y);
+                        conv_store(p, y, y + (size_t)((n0 + (int64_t)i) * p->M + gi * p->Mg + m) * P,
+                                   tmp + (size_t)m * nc + i * P, P);
                 continue;
             }
             oq_sgemm(ctx->pool, false, false, (int)p->Mg, (int)nc, (int)K, 1.0f, wg, (int)K, col, (int)nc,
@@ -1179,7 +1219,7 @@ static void conv_pk_images(const conv_pk_job *j, int64_t n0, int64_t n1, float *
         for (int64_t gi = 0; gi < p->group; gi++) {
             const float *xg = j->x + ((size_t)(n * p->C + gi * p->Cg)) * p->Pin;
             float *yg = j->y + ((size_t)(n * p->M + gi * p->Mg)) * P;
-            oq_sgemm_epilogue ep = {j->b ? j->b + gi * p->Mg : NULL, NULL};
+            oq_sgemm_epilogue ep = conv_epilogue(p, j->b, gi * p->Mg, j->y, yg);
             if (j->direct) {
                 oq_sgemm_pa_run(pool, j->pa[gi], false, (int)P, xg, (int)p->Pin, 0.0f, yg, (int)P, &ep);
                 continue;
@@ -1263,12 +1303,12 @@ static void conv_batch_images(const conv_pk_job *j, int64_t n0, int64_t n1, floa
         for (int64_t t0 = n0; t0 < n1; t0 += (int64_t)j->per) {
             size_t nb = (size_t)(n1 - t0) < j->per ? (size_t)(n1 - t0) : j->per, nc = nb * P;
             conv_pack_job pj = {p, j->x + (size_t)(t0 * p->C + gi * p->Cg) * p->Pin, (size_t)p->C * p->Pin};
-            oq_sgemm_epilogue ep = {j->b ? j->b + gi * p->Mg : NULL, NULL};
+            oq_sgemm_epilogue ep = {j->b ? j->b + gi * p->Mg : NULL, NULL, NULL, NULL};
             oq_sgemm_pa_run_fn(pool, j->pa[gi], (int)nc, conv_pack_panels, &pj, 0.0f, tmp, (int)nc, &ep);
             for (size_t i = 0; i < nb; i++)
                 for (int64_t m = 0; m < p->Mg; m++)
-                    memcpy(j->y + (size_t)((t0 + (int64_t)i) * p->M + gi * p->Mg + m) * P,
-                           tmp + (size_t)m * nc + i * P, P * sizeof *j->y);
+                    conv_store(p, j->y, j->y + (size_t)((t0 + (int64_t)i) * p->M + gi * p->Mg + m) * P,
+                               tmp + (size_t)m * nc + i * P, P);
         }
 }
 
@@ -1307,6 +1347,7 @@ oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
     const oq_nn_geom *g = &p.g;
     if (out[0].count == 0)
         return OQ_OK;
+    p.post = ctx->post;
     size_t K = (size_t)p.Cg * p.Kprod;
     /* Depthwise (one input channel per group, few outputs each): direct.
      * A single-channel stem conv with many outputs is better as a GEMM. */
@@ -1349,6 +1390,10 @@ oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
         } else if ((s = conv_im2col_gemm(ctx, &p, x, w, NULL, b, y, err)) != OQ_OK) {
             return s;
         }
+    }
+    if (p.post) { /* W not constant: Y was finished by several passes, so one more */
+        post_job pj = {p.post, y, p.Pout};
+        oq_parallel_for(ctx->pool, (size_t)(p.N * p.M), OQ_NN_MIN_CHUNK(p.Pout), post_rows, &pj);
     }
     return OQ_OK;
 }

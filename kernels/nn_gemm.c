@@ -197,7 +197,7 @@ static void gemm_float_packed(oq_pool *pool, const gemm_state *st, const gemm_pl
                               int64_t lda, const float *c, float *y) {
     if (p->M == 0 || p->N == 0)
         return;
-    oq_sgemm_epilogue ep = {NULL, NULL};
+    oq_sgemm_epilogue ep = {NULL, NULL, NULL, NULL};
     float beta = 0.0f;
     if (c && st->beta != 0.0f) {
         if (st->beta == 1.0f && p->cs0 == 0 && p->cs1 == 1) {

@@ -17,6 +17,7 @@
 
 #include "graph.h"
 #include "onnx.pb-c.h"
+#include "postop.h"
 #include "status.h"
 #include "tensor.h"
 #include "threadpool.h"
@@ -31,6 +32,12 @@ typedef struct oq_node_ctx {
     const oq_tensor *const *const_inputs;
     void *state;                 /* op-private, set by prepare, freed by release */
     oq_pool *pool;               /* worker threads for parallel loops */
+    /* Fusion (oq_plan_opts.fuse): prepare sets accepts_post when run can
+     * apply an element-wise program to its single float output as it writes
+     * it; the executor then may set post for a run (else NULL), having
+     * checked that a residual step's tensor has the output's shape. */
+    bool accepts_post;
+    const oq_post *post;
 } oq_node_ctx;
 
 typedef struct oq_op {

@@ -318,9 +318,26 @@ typedef struct {
     size_t ldc;
     bool trans;            /* C(x lane, y lane) at C[y * ldc + x] */
     const float *bx, *by;  /* bias by x lane / y lane */
+    const oq_post *post;   /* the epilogue's program, NULL when none */
+    const float *res;      /* its residual, C's layout */
     bool split_y;
     size_t unit_count;     /* panels of the split side */
 } job;
+
+/* The post-op program over a finished tile: its rows of C are
+ * contiguous runs of nr (or, transposed, mr) floats. */
+static void post_tile(const job *j, const oq_sgemm_kargs *a) {
+    size_t off = (size_t)(a->c - j->C);
+    int rows = a->trans ? a->nr : a->mr, cols = a->trans ? a->mr : a->nr;
+    oq_post_apply_rows(j->post, a->c, j->ldc, (size_t)rows, (size_t)cols, j->res ? j->res + off : NULL);
+}
+
+/* The same over all of C [M, N], for the paths without tiles. */
+static void post_rect(const oq_sgemm_epilogue *ep, float *C, size_t ldc, int M, int N) {
+    if (!ep || !ep->post)
+        return;
+    oq_post_apply_rows(ep->post, C, ldc, (size_t)M, (size_t)N, ep->res);
+}
 
 /* All tiles of one packed x block against one packed y block. xb(l) for
  * lane l of the block is xb + (l / 32) * xps + l % 32. */
@@ -354,6 +371,8 @@ static void macro(const job *j, int kc, bool first, bool last, int x0, int mx, c
                     a.bi = last && j->bx ? j->bx + xl : NULL;
                     a.c = j->trans ? j->C + (size_t)yl * j->ldc + xl : j->C + (size_t)xl * j->ldc + yl;
                     kn->fn(&a);
+                    if (last && j->post)
+                        post_tile(j, &a);
                     done += mr;
                 }
             }
@@ -519,6 +538,7 @@ static void drive(oq_pool *pool, const oq_sgemm_kernel *kn, const opnd *a, const
     const float *rb = ep ? ep->row_bias : NULL, *cb = ep ? ep->col_bias : NULL;
     if (K <= 0 || alpha == 0.0f) {
         scale_only(M, N, beta, C, (size_t)ldc, rb, cb);
+        post_rect(ep, C, (size_t)ldc, M, N);
         return;
     }
     job j;
@@ -534,6 +554,8 @@ static void drive(oq_pool *pool, const oq_sgemm_kernel *kn, const opnd *a, const
     j.y = j.trans ? *a : *b;
     j.bx = j.trans ? cb : rb;
     j.by = j.trans ? rb : cb;
+    j.post = ep ? ep->post : NULL;
+    j.res = ep ? ep->res : NULL;
     size_t ux = ((size_t)j.x.lanes + PANEL - 1) / PANEL, uy = ((size_t)j.y.lanes + PANEL - 1) / PANEL;
     int threads = oq_pool_threads(pool);
     double work = (double)M * (double)N * (double)K;
@@ -745,6 +767,7 @@ void oq_sgemm_pa_run(oq_pool *pool, const oq_sgemm_pa *A, bool trans_b, int N, c
         blas_job j = {&A->p, true, trans_b, N, B, ldb, beta, C, ldc, ep ? ep->row_bias : NULL,
                       ep ? ep->col_bias : NULL};
         blas_run(pool, &j);
+        post_rect(ep, C, (size_t)ldc, A->p.lanes, N);
         return;
     }
     opnd a = from_packed(&A->p), b = raw_b(trans_b, N, B, ldb);
@@ -804,6 +827,7 @@ void oq_sgemm_pa_run_fn(oq_pool *pool, const oq_sgemm_pa *A, int N, oq_sgemm_pac
     oq_sgemm_backend be = oq_sgemm_backend_get();
     if (be == OQ_SGEMM_OPENBLAS) {
         blas_run_fn(&A->p, N, pack_b, ctx, beta, C, ldc, ep);
+        post_rect(ep, C, (size_t)ldc, A->p.lanes, N);
         return;
     }
     opnd a = from_packed(&A->p), b = {NULL, 0, NULL, 0, 0, N, pack_b, ctx};
@@ -817,6 +841,7 @@ void oq_sgemm_pb_run(oq_pool *pool, bool trans_a, int M, const float *A, int lda
         blas_job j = {&B->p, false, trans_a, M, A, lda, beta, C, ldc, ep ? ep->row_bias : NULL,
                       ep ? ep->col_bias : NULL};
         blas_run(pool, &j);
+        post_rect(ep, C, (size_t)ldc, M, B->p.lanes);
         return;
     }
     opnd a = raw_a(trans_a, M, A, lda), b = from_packed(&B->p);

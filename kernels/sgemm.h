@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 
+#include "postop.h"
 #include "status.h"
 #include "threadpool.h"
 
@@ -25,10 +26,15 @@ const char *oq_sgemm_backend_name(oq_sgemm_backend b);
 bool oq_sgemm_backend_set(oq_sgemm_backend b);
 
 /* Added to C as it is written: C[i][j] += row_bias[i] + col_bias[j]
- * (either may be NULL), after alpha/beta. */
+ * (either may be NULL), after alpha/beta; then, when post is set, its
+ * program runs on each element once the element is final (in the tile's
+ * epilogue, while the tile is in cache), reading res[i * ldc + j] for a
+ * residual step (res has C's layout). */
 typedef struct {
     const float *row_bias;
     const float *col_bias;
+    const oq_post *post;
+    const float *res;
 } oq_sgemm_epilogue;
 
 /* A [M, K] packed once (op(A) = A or A^T). Owned by the caller. */

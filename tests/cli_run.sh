@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cli_run.sh: `onnxq run` as a user runs it: outputs written as .npy, the
-# BatchNormalization folding it does by default agrees with the graph run
-# as stored (--no-fold), and bad input is refused with a message.
+# BatchNormalization folding and the Conv fusion it does by default agree
+# with the graph run as stored (--no-fold, --no-fuse), and bad input is
+# refused with a message.
 #   bash cli_run.sh <onnxq> <shared-dir>
 set -u
 ONNXQ=$1
@@ -41,11 +42,29 @@ check "folded and stored graphs agree" cmp_out "$TMP/asis/logits.npy" "$TMP/fold
 check "plain model runs" test -s "$TMP/plain/logits.npy"
 check "plain model: nothing to fold" sh -c "! grep -q folded '$TMP/err3.txt'"
 
-# --profile: time per op type; every op of the model is listed once
+# fusion (on by default): ppocr_cls's Conv -> Relu, Conv -> Add and its
+# HardSwish spelled Add/Clip/Mul/Div run inside the Convs; the outputs are
+# the unfused graph's (the same float operations in the same order)
+PP=$M/ppocr_cls
+"$ONNXQ" run "$PP/model.onnx" "$PP/calib_input.npy" -o "$TMP/fused" >/dev/null 2>&1
+check "fused run exits 0" test -s "$TMP/fused/softmax_0.tmp_0.npy"
+"$ONNXQ" run "$PP/model.onnx" "$PP/calib_input.npy" -o "$TMP/unfused" --no-fuse >/dev/null 2>&1
+check "--no-fuse run exits 0" test -s "$TMP/unfused/softmax_0.tmp_0.npy"
+check "fused and unfused outputs agree" cmp_out "$TMP/unfused/softmax_0.tmp_0.npy" "$TMP/fused/softmax_0.tmp_0.npy" \
+  "r.finite && r.top1_agreement === 1 && r.max_abs_diff < 1e-6"
+
+# --profile: time per op type; every op of the model is listed once, fused
+# chains under their joined name
 "$ONNXQ" run "$M/fmnist/fmnist_cnn.onnx" "$IN" --time 3 --profile >"$TMP/prof.txt" 2>/dev/null
 check "profile exits 0" test $? -eq 0
 check "profile header" grep -q "^op  *nodes  *ms/run  *share" "$TMP/prof.txt"
-check "profile: 3 Conv nodes" grep -Eq "^Conv +3 +[0-9.]+ +[0-9.]+%" "$TMP/prof.txt"
+check "profile: 3 Conv+Relu nodes" grep -Eq "^Conv\+Relu +3 +[0-9.]+ +[0-9.]+%" "$TMP/prof.txt"
+check "profile: only the Gemm's Relu left on its own" grep -Eq "^Relu +1 " "$TMP/prof.txt"
+"$ONNXQ" run "$M/fmnist/fmnist_cnn.onnx" "$IN" --time 3 --profile --no-fuse >"$TMP/prof_nf.txt" 2>/dev/null
+check "profile --no-fuse: 3 Conv nodes" grep -Eq "^Conv +3 +[0-9.]+ +[0-9.]+%" "$TMP/prof_nf.txt"
+check "profile --no-fuse: 4 Relu on their own" grep -Eq "^Relu +4 " "$TMP/prof_nf.txt"
+"$ONNXQ" run "$PP/model.onnx" "$PP/calib_input.npy" --time 2 --profile >"$TMP/prof_pp.txt" 2>/dev/null
+check "profile: ppocr's 18 HardSwish chains fused" grep -Eq "^Conv\+Add\+Clip\+Mul\+Div +18 " "$TMP/prof_pp.txt"
 check "profile: 2 Gemm nodes" grep -Eq "^Gemm +2 " "$TMP/prof.txt"
 check "profile: shares add up to at most 100%" awk '/^$/ { exit } /%$/ { s += $4 } END { exit !(s > 50 && s <= 100.5) }' "$TMP/prof.txt"
 # then the slowest nodes, slowest first, each labelled with its op

@@ -130,7 +130,7 @@ static void run_case(const prob *p, via v, oq_pool *pool, const char *tag) {
     memcpy(C0, C, (size_t)p->M * p->ldc * sizeof(float));
     reference(p->ta, p->tb, p->M, p->N, p->K, p->alpha, A, p->lda, B, p->ldb, p->beta, C0, p->ldc, rb, cb, ref);
     oq_error err = {0};
-    oq_sgemm_epilogue ep = {rb, cb};
+    oq_sgemm_epilogue ep = {rb, cb, NULL, NULL};
     if (v == VIA_SGEMM) {
         oq_sgemm(pool, p->ta, p->tb, p->M, p->N, p->K, p->alpha, A, p->lda, B, p->ldb, p->beta, C, p->ldc);
     } else if (v == VIA_PA) {
@@ -276,7 +276,7 @@ START_TEST(packed_reuse) {
         ck_assert_int_eq(oq_sgemm_pack_a(false, M, K, A, K, &pa, &err), OQ_OK);
         ck_assert_int_eq(oq_sgemm_pack_b(false, K, N, Bk, N, &pb, &err), OQ_OK);
         float *rb = rand_mat((size_t)M), *cb = rand_mat((size_t)N);
-        oq_sgemm_epilogue ep = {rb, cb};
+        oq_sgemm_epilogue ep = {rb, cb, NULL, NULL};
         double *ref = malloc((size_t)M * N * sizeof(double));
         float *C = malloc((size_t)M * N * sizeof(float)), *C0 = calloc((size_t)M * N, sizeof(float));
         for (int r = 0; r < 6; r++) {
@@ -499,7 +499,7 @@ START_TEST(pack_fn_operand) {
                 oq_sgemm_pa *pa = NULL;
                 ck_assert_int_eq(oq_sgemm_pack_a(false, M, K, A, K, &pa, &err), OQ_OK);
                 fn_src f = {B, N, K, 0};
-                oq_sgemm_epilogue ep = {rb, NULL};
+                oq_sgemm_epilogue ep = {rb, NULL, NULL, NULL};
                 oq_sgemm_pa_run_fn(pool, pa, N, pack_from_matrix, &f, 0.0f, C, N, &ep);
                 ck_assert_int_gt(f.calls, 0);
                 reference(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C0, N, rb, NULL, ref);
