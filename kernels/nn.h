@@ -87,6 +87,9 @@ typedef struct {
 /* oq_range_fn over the N * M output planes: computes whole planes [q0, q1)
  * (q = n * M + oc), bias included, each plane finished before the next. */
 void oq_nn_dw_planes(void *arg, size_t q0, size_t q1);
+/* oq_nn_dw_planes over all `planes` on the pool, in chunks sized for the
+ * kernel that will run. */
+void oq_nn_dw_run(oq_pool *pool, oq_nn_dw_job *j, size_t planes);
 
 /* ---- entry points listed in ops_nn.c ---------------------------------- */
 #define OQ_NN_DECLARE(name)                                                              \

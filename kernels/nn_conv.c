@@ -1165,8 +1165,7 @@ oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
      * A single-channel stem conv with many outputs is better as a GEMM. */
     if (conv_is_depthwise(p.Cg, p.Mg, g->nsp)) {
         oq_nn_dw_job j = {g, p.C, p.M, p.Mg, x, w, b, y, !conv_avx512_off()};
-        size_t planes = (size_t)(p.N * p.M);
-        oq_parallel_for(ctx->pool, planes, OQ_NN_MIN_CHUNK(p.Pout * p.Kprod), oq_nn_dw_planes, &j);
+        oq_nn_dw_run(ctx->pool, &j, (size_t)(p.N * p.M));
         return OQ_OK;
     }
     bool pointwise = true;

@@ -418,6 +418,20 @@ static void dw_planes_avx512(const oq_nn_dw_job *j, dw_plane_fn fn, const dw_cac
 }
 #endif
 
+void oq_nn_dw_run(oq_pool *pool, oq_nn_dw_job *j, size_t planes) {
+    const oq_nn_geom *g = j->g;
+    size_t work = (size_t)(g->out[0] * g->out[1]) * (size_t)(g->k[0] * g->k[1]);
+#ifdef DW_HAVE_AVX512
+    /* The AVX-512 kernels do 3-8x the multiply-adds per ns of the portable
+     * one the grain was measured with: a quarter of them keeps a chunk worth
+     * waking a thread for (ppocr at batch 1 ran 4 of its depthwise nodes on
+     * 2 threads in 3-9 us each, slower than on one). */
+    if (j->simd && dw_avx512_for(g))
+        work /= 4;
+#endif
+    oq_parallel_for(pool, planes, OQ_NN_MIN_CHUNK(work), oq_nn_dw_planes, j);
+}
+
 void oq_nn_dw_planes(void *arg, size_t q0, size_t q1) {
     const oq_nn_dw_job *j = arg;
 #ifdef DW_HAVE_AVX512
