@@ -376,8 +376,9 @@ __attribute__((target("avx512f"))) static void dw_plane_any(const oq_nn_geom *g,
     }
 }
 
-/* The AVX-512 plane kernel for g, or NULL (horizontal stride > 1, kernels
- * taller than DW_MAX_KH or of 2^31 taps and more, no AVX-512). */
+/* The AVX-512 plane kernel for g, or NULL: horizontal stride > 1, kernels
+ * taller than DW_MAX_KH or too wide for the tables' int32 offsets, no
+ * AVX-512. */
 static dw_plane_fn dw_avx512_for(const oq_nn_geom *g) {
     if (g->s[1] != 1 || g->k[0] > DW_MAX_KH || g->k[1] > INT32_MAX / DW_MAX_KH ||
         !__builtin_cpu_supports("avx512f"))
@@ -391,10 +392,9 @@ static dw_plane_fn dw_avx512_for(const oq_nn_geom *g) {
     return dw_plane_any;
 }
 
-/* Activations at batch 32 come from DRAM or L3; the next planes' inputs are
- * prefetched (up to 16 KB each), which the hardware prefetchers do not do
- * for the many short row streams a block reads (ppocr's 3x3 stride-2 node:
- * 0.23 -> 0.13 ms). */
+/* The input two planes ahead is prefetched (up to 16 KB): ppocr's 3x3
+ * stride-[2,1] node at batch 32, whose blocks read 7 short row streams at
+ * once, went 0.23 -> 0.13 ms in the model; its other nodes were unchanged. */
 #define DW_PREFETCH_AHEAD 2
 
 static void dw_planes_avx512(const oq_nn_dw_job *j, dw_plane_fn fn, const dw_cache *c, size_t q0,
@@ -422,10 +422,10 @@ void oq_nn_dw_run(oq_pool *pool, oq_nn_dw_job *j, size_t planes) {
     const oq_nn_geom *g = j->g;
     size_t work = (size_t)(g->out[0] * g->out[1]) * (size_t)(g->k[0] * g->k[1]);
 #ifdef DW_HAVE_AVX512
-    /* The AVX-512 kernels do 3-8x the multiply-adds per ns of the portable
-     * one the grain was measured with: a quarter of them keeps a chunk worth
-     * waking a thread for (ppocr at batch 1 ran 4 of its depthwise nodes on
-     * 2 threads in 3-9 us each, slower than on one). */
+    /* The AVX-512 kernels do 2.5-6x the multiply-adds per ns of the portable
+     * one: counted in full, a chunk could be a few microseconds, less than
+     * waking a thread costs (ppocr at batch 1 split 4 of its depthwise
+     * nodes, 3-9 us each, over 2 threads and ran them slower than on one). */
     if (j->simd && dw_avx512_for(g))
         work /= 4;
 #endif
