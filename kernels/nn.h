@@ -70,10 +70,27 @@ void oq_nn_from_float(const float *src, oq_tensor *t);
 /* Malloc of n floats with a checked size; NULL on overflow or failure. */
 float *oq_nn_alloc_floats(size_t n);
 
-/* Tests: false turns Conv's intrinsic paths (AVX-512 im2col) off so the
+/* Tests: false turns Conv's intrinsic paths (AVX-512 im2col, depthwise) off so the
  * portable ones can be checked on the same machine; returns the previous
  * setting. Not thread-safe against running convs. */
 bool oq_nn_conv_set_simd(bool on);
+
+/* 2-D depthwise Conv (nn_dwconv.c): one input channel per group. */
+typedef struct {
+    const oq_nn_geom *g;
+    int64_t C, M, Mg;      /* input channels, output channels, outputs per group */
+    const float *x, *w, *b; /* X [N, C, IH, IW], W [M, 1, KH, KW], B [M] or NULL */
+    float *y;              /* Y [N, M, OH, OW] */
+    bool simd;             /* the AVX-512 path may be used (oq_nn_conv_set_simd) */
+    const oq_post *post;   /* fused element-wise program, applied per finished plane; or NULL */
+} oq_nn_dw_job;
+
+/* oq_range_fn over the N * M output planes: computes whole planes [q0, q1)
+ * (q = n * M + oc), bias included, each plane finished before the next. */
+void oq_nn_dw_planes(void *arg, size_t q0, size_t q1);
+/* oq_nn_dw_planes over all `planes` on the pool, in chunks sized for the
+ * kernel that will run. */
+void oq_nn_dw_run(oq_pool *pool, oq_nn_dw_job *j, size_t planes);
 
 /* ---- entry points listed in ops_nn.c ---------------------------------- */
 #define OQ_NN_DECLARE(name)                                                              \

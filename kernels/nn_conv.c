@@ -2,7 +2,7 @@
  * in float. Conv: a constant W is packed per group at prepare and run through
  * oq_sgemm_pa_run (bias in the GEMM epilogue); im2col per group into a
  * bounded scratch tile kept in the node state, a direct GEMM for 1x1 stride-1
- * unpadded kernels, and a direct kernel for 2-D depthwise convs;
+ * unpadded kernels, and 2-D depthwise convs sent to nn_dwconv.c;
  * ConvTranspose: cblas_sgemm into columns + col2im. */
 #include <cblas.h>
 #include <limits.h>
@@ -923,156 +923,6 @@ OQ_NN_HOT static void bias_rows(void *arg, size_t r0, size_t r1) {
     }
 }
 
-/* ---- depthwise (2-D, one input channel per group) ------------------------- */
-
-typedef struct {
-    const conv_plan *p;
-    const float *x, *w, *b;
-    float *y;
-} dw_job;
-
-/* acc[ow] += sum_kw wr[kw] * xr[ow*SW + off0 + kw*dil] over [lo, hi), every
- * tap known to be inside the row. KW and SW constant where it matters. */
-#define DW_ROW(KW, SW)                                                         \
-    for (int64_t ow = lo; ow < hi; ow++) {                                     \
-        const float *xp = xr + (ow * (SW) + off0);                               \
-        float acc = yr[ow];                                                    \
-        for (int64_t q = 0; q < (KW); q++)                                     \
-            acc += wr[q] * xp[q * dil];                                        \
-        yr[ow] = acc;                                                          \
-    }
-
-static inline void dw_interior(float *restrict yr, const float *restrict xr, const float *restrict wr,
-                        int64_t kw, int64_t sw, int64_t dil, int64_t off0, int64_t lo, int64_t hi) {
-    if (kw == 3 && sw == 1) {
-        DW_ROW(3, 1)
-    } else if (kw == 3 && sw == 2) {
-        DW_ROW(3, 2)
-    } else if (kw == 5 && sw == 1) {
-        DW_ROW(5, 1)
-    } else if (kw == 5 && sw == 2) {
-        DW_ROW(5, 2)
-    } else if (kw == 7 && sw == 1) {
-        DW_ROW(7, 1)
-    } else {
-        DW_ROW(kw, sw)
-    }
-}
-
-/* y[ow] = bias + all KH x KW taps, for rows whose taps are all inside the
- * image and columns [lo, hi) likewise: one pass, one store per output.
- * (Blocking the columns by 16 with an overlapping last block measured
- * slower than letting the compiler vectorise this loop.) */
-#define DW_FUSED(KH_, KW_, SW)                                                     \
-    for (int64_t ow = lo; ow < hi; ow++) {                                         \
-        const float *xp = x0 + (ow * (SW) + off0);                                 \
-        float acc = bias;                                                          \
-        for (int64_t a = 0; a < (KH_); a++)                                        \
-            for (int64_t b = 0; b < (KW_); b++)                                    \
-                acc += w[a * (KW_) + b] * xp[a * rstride + b * dil];               \
-        yr[ow] = acc;                                                              \
-    }
-
-/* Returns false for kernel shapes without a fused loop. */
-static inline bool dw_fused(float *restrict yr, const float *restrict x0, int64_t rstride,
-                            const float *restrict w, float bias, int64_t kh, int64_t kw,
-                            int64_t sw, int64_t dil, int64_t off0, int64_t lo, int64_t hi) {
-    if (kh == 3 && kw == 3 && sw == 1) {
-        DW_FUSED(3, 3, 1)
-    } else if (kh == 3 && kw == 3 && sw == 2) {
-        DW_FUSED(3, 3, 2)
-    } else if (kh == 5 && kw == 5 && sw == 1) {
-        DW_FUSED(5, 5, 1)
-    } else if (kh == 5 && kw == 5 && sw == 2) {
-        DW_FUSED(5, 5, 2)
-    } else {
-        return false;
-    }
-    return true;
-}
-
-static inline void dw_border(float *yr, const float *xr, const float *wr, int64_t kw, int64_t sw,
-                      int64_t dil, int64_t pl, int64_t iw_n, int64_t from, int64_t to) {
-    for (int64_t ow = from; ow < to; ow++) {
-        float acc = 0.0f;
-        for (int64_t q = 0; q < kw; q++) {
-            int64_t iw = ow * sw - pl + q * dil;
-            if (iw >= 0 && iw < iw_n)
-                acc += wr[q] * xr[iw];
-        }
-        yr[ow] += acc;
-    }
-}
-
-OQ_NN_HOT static void dw_planes(void *arg, size_t q0, size_t q1) {
-    const dw_job *j = arg;
-    const conv_plan *p = j->p;
-    const oq_nn_geom *g = &p->g;
-    int64_t IH = g->in[0], IW = g->in[1], OH = g->out[0], OW = g->out[1];
-    int64_t KH = g->k[0], KW = g->k[1], sh = g->s[0], sw = g->s[1], dh = g->d[0], dw = g->d[1];
-    int64_t pt = g->pb[0], pl = g->pb[1];
-    /* Output columns where every kw tap is inside the row. */
-    int64_t lo_all = 0, hi_all = OW;
-    for (int64_t q = 0; q < KW; q++) {
-        int64_t lo, hi;
-        valid_span(q * dw - pl, sw, IW, OW, &lo, &hi);
-        if (lo > lo_all)
-            lo_all = lo;
-        if (hi < hi_all)
-            hi_all = hi;
-    }
-    if (hi_all < lo_all)
-        hi_all = lo_all;
-    for (size_t q = q0; q < q1; q++) {
-        int64_t n = (int64_t)q / p->M, oc = (int64_t)q % p->M, ic = oc / p->Mg;
-        const float *x = j->x + ((size_t)(n * p->C + ic)) * (size_t)(IH * IW);
-        const float *w = j->w + (size_t)oc * (size_t)(KH * KW);
-        float *y = j->y + q * (size_t)(OH * OW);
-        float bias = j->b ? j->b[oc] : 0.0f;
-        for (int64_t oh = 0; oh < OH; oh++) {
-            float *yr = y + oh * OW;
-            int64_t ih0 = oh * sh - pt;
-            if (ih0 >= 0 && ih0 + (KH - 1) * dh < IH && hi_all > lo_all &&
-                dw_fused(yr, x + ih0 * IW, IW * dh, w, bias, KH, KW, sw, dw, -pl, lo_all,
-                         hi_all)) {
-                /* interior done in one pass; borders with bounds checks */
-                int64_t border[2][2] = {{0, lo_all}, {hi_all, OW}};
-                for (int rg = 0; rg < 2; rg++)
-                for (int64_t ow = border[rg][0]; ow < border[rg][1]; ow++) {
-                    float acc = bias;
-                    for (int64_t kh = 0; kh < KH; kh++) {
-                        const float *xr = x + (ih0 + kh * dh) * IW;
-                        for (int64_t kq = 0; kq < KW; kq++) {
-                            int64_t iw = ow * sw - pl + kq * dw;
-                            if (iw >= 0 && iw < IW)
-                                acc += w[kh * KW + kq] * xr[iw];
-                        }
-                    }
-                    yr[ow] = acc;
-                }
-                continue;
-            }
-            for (int64_t ow = 0; ow < OW; ow++)
-                yr[ow] = bias;
-            for (int64_t kh = 0; kh < KH; kh++) {
-                int64_t ih = oh * sh - pt + kh * dh;
-                if (ih < 0 || ih >= IH)
-                    continue;
-                const float *xr = x + ih * IW;
-                const float *wr = w + kh * KW;
-                /* borders: per-tap bounds checks */
-                dw_border(yr, xr, wr, KW, sw, dw, pl, IW, 0, lo_all);
-                dw_border(yr, xr, wr, KW, sw, dw, pl, IW, hi_all, OW);
-                if (hi_all > lo_all)
-                    dw_interior(yr, xr, wr, KW, sw, dw, -pl, lo_all, hi_all);
-            }
-        }
-        if (p->post) /* while the plane is in cache */
-            oq_post_apply(p->post, y, y, p->post->res ? p->post->res + q * (size_t)(OH * OW) : NULL,
-                          (size_t)(OH * OW));
-    }
-}
-
 static size_t tile_cols(size_t rows, size_t total) {
     size_t cols = CONV_COL_BUDGET / (rows ? rows : 1);
     if (cols < 64)
@@ -1352,9 +1202,8 @@ oq_status oq_nn_conv_run(oq_node_ctx *ctx, const oq_tensor *const *in, oq_tensor
     /* Depthwise (one input channel per group, few outputs each): direct.
      * A single-channel stem conv with many outputs is better as a GEMM. */
     if (conv_is_depthwise(p.Cg, p.Mg, g->nsp)) {
-        dw_job j = {&p, x, w, b, y};
-        size_t planes = (size_t)(p.N * p.M);
-        oq_parallel_for(ctx->pool, planes, OQ_NN_MIN_CHUNK(p.Pout * p.Kprod), dw_planes, &j);
+        oq_nn_dw_job j = {g, p.C, p.M, p.Mg, x, w, b, y, !conv_avx512_off(), p.post};
+        oq_nn_dw_run(ctx->pool, &j, (size_t)(p.N * p.M));
         return OQ_OK;
     }
     bool pointwise = true;

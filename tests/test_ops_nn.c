@@ -215,6 +215,9 @@ static void conv_geom(const conv_case *c, int64_t *out, int64_t *pb) {
     }
 }
 
+/* Names the case in conv_check's failure messages when set. */
+static const char *conv_label = "Conv";
+
 static void conv_check(const conv_case *c) {
     int r = c->nsp + 2;
     int64_t xd[5] = {c->N, c->C}, wd[5] = {c->M, c->C / c->group};
@@ -284,7 +287,7 @@ static void conv_check(const conv_case *c) {
                     }
                 ref[(size_t)(nn * c->M + m) * P + p] = acc;
             }
-    expect_close(out[0].data, ref, (size_t)(c->N * c->M) * P, "Conv");
+    expect_close(out[0].data, ref, (size_t)(c->N * c->M) * P, conv_label);
     free(ref);
     free_outs(out, 1);
     oq_tensor_free(x), oq_tensor_free(w), oq_tensor_free(b);
@@ -352,6 +355,95 @@ START_TEST(conv_packed_vs_reference) {
         oq_nn_conv_set_simd(was);
     }
     run_const_mask = 0;
+}
+END_TEST
+
+/* Depthwise (one input channel per group, nn_dwconv.c): the AVX-512 kernels
+ * (unrolled 3x3/5x5 with vertical stride 1 or 2; table-driven for other
+ * kernels, strides and dilations along rows of stride 1) and the portable
+ * one. Widths around the 16-column vectors (a row's last vector is partial,
+ * taps reach the padding on both sides), plane heights that exercise the
+ * row blocking (1..9, 13, and tall planes past the cached row tables),
+ * padding wider than the kernel (whole rows and vectors of padding),
+ * asymmetric pads, several images and 2 outputs per group. */
+static const conv_case dw_cases[] = {
+    /* ppocr_cls's shapes (48x192 input): 3x3 [2,1], 3x3 s1, 5x5 s1, 5x5 [2,1] */
+    {2, 2, 8, 8, 8, {24, 96}, {3, 3}, {2, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 2, 6, 6, 6, {12, 96}, {3, 3}, {2, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 2, 5, 5, 5, {6, 96}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 2, 5, 5, 5, {6, 96}, {5, 5}, {2, 1}, {1, 1}, {2, 2}, {2, 2}, NULL, true},
+    {2, 3, 7, 7, 7, {3, 96}, {5, 5}, {1, 1}, {1, 1}, {2, 2}, {2, 2}, NULL, true},
+    {2, 2, 4, 4, 4, {3, 96}, {5, 5}, {2, 1}, {1, 1}, {2, 2}, {2, 2}, NULL, true},
+    {2, 3, 9, 9, 9, {2, 96}, {5, 5}, {1, 1}, {1, 1}, {2, 2}, {2, 2}, NULL, true},
+    /* widths 7, 17, 33 and 200; heights 1..9 and 13 */
+    {2, 1, 3, 3, 3, {1, 7}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 2, 3, 3, 3, {4, 17}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 1, 3, 3, 3, {5, 33}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 1, 3, 3, 3, {7, 7}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 1, 3, 3, 3, {8, 17}, {5, 5}, {1, 1}, {1, 1}, {2, 2}, {2, 2}, NULL, true},
+    {2, 1, 3, 3, 3, {9, 33}, {5, 5}, {1, 1}, {1, 1}, {2, 2}, {2, 2}, NULL, true},
+    {2, 1, 2, 2, 2, {13, 200}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 1, 2, 2, 2, {17, 33}, {5, 5}, {2, 1}, {1, 1}, {2, 2}, {2, 2}, NULL, true},
+    {2, 1, 2, 2, 2, {9, 17}, {3, 3}, {2, 1}, {1, 1}, {0, 1}, {0, 1}, NULL, true},
+    /* tiny planes: 1x1 and 2x3 inputs, every tap but the centre in padding */
+    {2, 2, 3, 3, 3, {1, 1}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 2, 3, 3, 3, {1, 1}, {5, 5}, {2, 1}, {1, 1}, {2, 2}, {2, 2}, NULL, true},
+    {2, 2, 3, 3, 3, {2, 3}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 2, 3, 3, 3, {2, 3}, {5, 5}, {1, 1}, {1, 1}, {2, 2}, {2, 2}, NULL, true},
+    /* asymmetric pads, no pads, padding wider than the kernel */
+    {2, 2, 3, 3, 3, {7, 17}, {3, 3}, {1, 1}, {1, 1}, {0, 2}, {2, 0}, NULL, true},
+    {2, 1, 3, 3, 3, {8, 33}, {5, 5}, {2, 1}, {1, 1}, {1, 0}, {3, 4}, NULL, true},
+    {2, 1, 3, 3, 3, {10, 40}, {5, 5}, {1, 1}, {1, 1}, {0, 0}, {0, 0}, NULL, true},
+    {2, 1, 2, 2, 2, {3, 5}, {3, 3}, {1, 1}, {1, 1}, {4, 18}, {4, 3}, NULL, true},
+    {2, 1, 2, 2, 2, {5, 20}, {5, 5}, {2, 1}, {1, 1}, {0, 0}, {0, 0}, "SAME_UPPER", true},
+    /* strides [2,2] and [1,2] (portable: rows of stride 2) */
+    {2, 2, 3, 3, 3, {11, 17}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 1, 3, 3, 3, {9, 33}, {5, 5}, {1, 2}, {1, 1}, {2, 2}, {2, 1}, NULL, true},
+    {2, 1, 3, 3, 3, {12, 96}, {3, 3}, {2, 2}, {1, 1}, {0, 0}, {1, 1}, NULL, true},
+    /* dilation 2 (both axes, rows only, columns only) */
+    {2, 2, 3, 3, 3, {10, 33}, {3, 3}, {1, 1}, {2, 2}, {2, 2}, {2, 2}, NULL, true},
+    {2, 1, 3, 3, 3, {11, 17}, {3, 3}, {2, 1}, {2, 1}, {2, 1}, {1, 1}, NULL, true},
+    {2, 1, 3, 3, 3, {6, 20}, {5, 5}, {1, 1}, {1, 2}, {2, 4}, {2, 4}, NULL, true},
+    /* 7x7, non-square kernels, a plane taller than the cached row tables
+     * (40 rows: 10 blocks of 4), a kernel of 17 rows (portable) */
+    {2, 2, 3, 3, 3, {9, 17}, {7, 7}, {1, 1}, {1, 1}, {3, 3}, {3, 3}, NULL, true},
+    {2, 1, 2, 2, 2, {14, 40}, {7, 7}, {2, 1}, {1, 1}, {3, 3}, {3, 3}, NULL, true},
+    {2, 1, 3, 3, 3, {7, 33}, {3, 5}, {1, 1}, {1, 1}, {1, 2}, {1, 2}, NULL, true},
+    {2, 1, 3, 3, 3, {6, 17}, {1, 3}, {1, 1}, {1, 1}, {0, 1}, {0, 1}, NULL, true},
+    {2, 1, 3, 3, 3, {8, 9}, {5, 1}, {2, 1}, {1, 1}, {2, 0}, {2, 0}, NULL, true},
+    {2, 1, 2, 2, 2, {40, 20}, {7, 7}, {1, 1}, {1, 1}, {3, 3}, {3, 3}, NULL, true},
+    {2, 1, 2, 2, 2, {40, 20}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 1, 2, 2, 2, {20, 6}, {17, 1}, {1, 1}, {1, 1}, {8, 0}, {8, 0}, NULL, true},
+    /* two outputs per group */
+    {2, 2, 3, 6, 3, {6, 20}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, NULL, true},
+    {2, 1, 2, 4, 2, {5, 18}, {5, 5}, {2, 1}, {1, 1}, {2, 2}, {2, 2}, NULL, true},
+    /* enough planes to be split over the pool */
+    {2, 4, 48, 48, 48, {3, 96}, {5, 5}, {1, 1}, {1, 1}, {2, 2}, {2, 2}, NULL, true},
+};
+
+/* Each case with and without bias, through the AVX-512 kernels and the
+ * portable one, on the pool and on the caller's thread alone. */
+START_TEST(depthwise_vs_reference) {
+    oq_pool *saved = test_pool;
+    char label[64];
+    for (int simd = 1; simd >= 0; simd--) {
+        bool was = oq_nn_conv_set_simd(simd != 0);
+        for (int threads = 0; threads < 2; threads++) {
+            test_pool = threads ? saved : NULL;
+            for (size_t i = 0; i < sizeof dw_cases / sizeof dw_cases[0]; i++)
+                for (int bias = 1; bias >= 0; bias--) {
+                    conv_case c = dw_cases[i];
+                    c.bias = bias != 0;
+                    snprintf(label, sizeof label, "depthwise case %zu (simd %d, bias %d, pool %d)", i,
+                             simd, bias, threads);
+                    conv_label = label;
+                    conv_check(&c);
+                }
+        }
+        oq_nn_conv_set_simd(was);
+    }
+    conv_label = "Conv";
+    test_pool = saved;
 }
 END_TEST
 
@@ -1540,6 +1632,7 @@ int main(void) {
     tcase_add_test(tc, conv_hand_values);
     tcase_add_test(tc, conv_vs_reference);
     tcase_add_test(tc, conv_packed_vs_reference);
+    tcase_add_test(tc, depthwise_vs_reference);
     tcase_add_test(tc, packed_weights_are_used);
     tcase_add_test(tc, conv_errors);
     tcase_add_test(tc, convtranspose_vs_reference);
