@@ -1003,9 +1003,12 @@ static oq_status conv_im2col_gemm(oq_node_ctx *ctx, const conv_plan *p, const fl
                     size_t nc = P - p0 < ncols ? P - p0 : ncols;
                     im2col_job j = {p, xg, col, nc, p0, nc};
                     oq_parallel_for(ctx->pool, K, min_rows, fill, &j);
-                    if (pa)
+                    if (pa) {
+                        /* the residual's offset is the tile's own, not the image's */
+                        oq_sgemm_epilogue tep = conv_epilogue(p, bias, gi * p->Mg, y, yg + p0);
                         oq_sgemm_pa_run(ctx->pool, pa[gi], false, (int)nc, col, (int)nc, 0.0f, yg + p0,
-                                        (int)P, &ep);
+                                        (int)P, &tep);
+                    }
                     else
                         oq_sgemm(ctx->pool, false, false, (int)p->Mg, (int)nc, (int)K, 1.0f, wg, (int)K,
                                  col, (int)nc, 1.0f, yg + p0, (int)P);
@@ -1091,7 +1094,8 @@ static void conv_pk_images(const conv_pk_job *j, int64_t n0, int64_t n1, float *
                     oq_parallel_for(pool, K, min_rows, j->fill, &ij);
                 else
                     j->fill(&ij, 0, K);
-                oq_sgemm_pa_run(pool, j->pa[gi], false, (int)nc, col, (int)nc, 0.0f, yg + p0, (int)P, &ep);
+                oq_sgemm_epilogue tep = conv_epilogue(p, j->b, gi * p->Mg, j->y, yg + p0); /* the tile's offset */
+                oq_sgemm_pa_run(pool, j->pa[gi], false, (int)nc, col, (int)nc, 0.0f, yg + p0, (int)P, &tep);
             }
         }
 }
