@@ -14,13 +14,6 @@
 #include "tensorproto.h"
 #include "testutil.h"
 
-#define LIST(...)                                                                                  \
-    (const char *const[]){__VA_ARGS__},                                                            \
-        sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)
-#define NONE NULL, 0
-#define I64S(...) (const int64_t[]){__VA_ARGS__}, sizeof((const int64_t[]){__VA_ARGS__}) / 8
-#define F32S(...) (const float[]){__VA_ARGS__}, sizeof((const float[]){__VA_ARGS__}) / 4
-
 #define MAX_OUT 8
 
 /* ---- models ------------------------------------------------------------ */
@@ -42,10 +35,6 @@ static oq_model *save_reload(oq_model *m) {
     ck_assert_msg(oq_model_load_buffer(buf, len, NULL, &m2, &err) == OQ_OK, "%s", err.msg);
     free(buf);
     return m2;
-}
-
-static Onnx__GraphProto *graph_of(oq_model *m) {
-    return oq_model_proto(m)->graph;
 }
 
 static int64_t opset_of(oq_model *m) {
@@ -135,16 +124,9 @@ static void assert_close(const oq_tensor *a, const oq_tensor *b, double atol, do
     }
 }
 
-static oq_tensor *tensor(oq_dtype dt, int rank, const int64_t *dims) {
-    oq_error err = {0};
-    oq_tensor *t;
-    ck_assert_msg(oq_tensor_new(dt, rank, dims, 0, &t, &err) == OQ_OK, "%s", err.msg);
-    return t;
-}
-
 /* Deterministic, irregular values (no ties, so TopK and Hardmax are exact). */
 static oq_tensor *input_f(int rank, const int64_t *dims, float seed) {
-    oq_tensor *t = tensor(OQ_DTYPE_FLOAT, rank, dims);
+    oq_tensor *t = tu_tensor_new(OQ_DTYPE_FLOAT, rank, dims);
     float *v = t->data;
     for (size_t i = 0; i < t->count; i++)
         v[i] = 3.0f * sinf((float)i * 0.73f + seed) + 0.01f * (float)i;
@@ -152,79 +134,6 @@ static oq_tensor *input_f(int rank, const int64_t *dims, float seed) {
 }
 
 /* ---- building small models --------------------------------------------- */
-
-static int64_t ir_for(int opset) {
-    return opset <= 8 ? 3 : opset <= 11 ? opset - 5 : 7;
-}
-
-static oq_model *mk(int opset) {
-    oq_error err = {0};
-    oq_model *m;
-    ck_assert(oq_model_new(&m, &err) == OQ_OK);
-    ck_assert(oq_edit_set_opset(m, "", opset, &err) == OQ_OK);
-    oq_model_proto(m)->ir_version = ir_for(opset);
-    return m;
-}
-
-static void in_f(oq_model *m, const char *name, int rank, const int64_t *dims) {
-    oq_error err = {0};
-    ck_assert_msg(oq_edit_add_graph_input(m, graph_of(m), name, OQ_DTYPE_FLOAT, rank, dims,
-                                          &err) == OQ_OK,
-                  "%s", err.msg);
-}
-
-static void out_t(oq_model *m, const char *name, int elem) {
-    oq_error err = {0};
-    ck_assert_msg(oq_edit_add_graph_output(m, graph_of(m), name, elem, -1, NULL, &err) == OQ_OK,
-                  "%s", err.msg);
-}
-
-static Onnx__NodeProto *node_in(oq_model *m, Onnx__GraphProto *g, const char *op,
-                                const char *name, const char *const *in, size_t nin,
-                                const char *const *out, size_t nout) {
-    oq_error err = {0};
-    Onnx__NodeProto *n;
-    ck_assert_msg(oq_edit_insert_node(m, g, OQ_EDIT_APPEND, op, NULL, name, in, nin, out, nout,
-                                      &n, &err) == OQ_OK,
-                  "%s", err.msg);
-    return n;
-}
-
-static Onnx__NodeProto *node(oq_model *m, const char *op, const char *name,
-                             const char *const *in, size_t nin, const char *const *out,
-                             size_t nout) {
-    return node_in(m, graph_of(m), op, name, in, nin, out, nout);
-}
-
-static void a_int(oq_model *m, Onnx__NodeProto *n, const char *k, int64_t v) {
-    oq_error err = {0};
-    ck_assert(oq_edit_set_attr_int(m, n, k, v, &err) == OQ_OK);
-}
-static void a_ints(oq_model *m, Onnx__NodeProto *n, const char *k, const int64_t *v, size_t c) {
-    oq_error err = {0};
-    ck_assert(oq_edit_set_attr_ints(m, n, k, v, c, &err) == OQ_OK);
-}
-static void a_float(oq_model *m, Onnx__NodeProto *n, const char *k, float v) {
-    oq_error err = {0};
-    ck_assert(oq_edit_set_attr_float(m, n, k, v, &err) == OQ_OK);
-}
-static void a_floats(oq_model *m, Onnx__NodeProto *n, const char *k, const float *v, size_t c) {
-    oq_error err = {0};
-    ck_assert(oq_edit_set_attr_floats(m, n, k, v, c, &err) == OQ_OK);
-}
-static void a_str(oq_model *m, Onnx__NodeProto *n, const char *k, const char *v) {
-    oq_error err = {0};
-    ck_assert(oq_edit_set_attr_string(m, n, k, v, &err) == OQ_OK);
-}
-
-static void init_f(oq_model *m, Onnx__GraphProto *g, const char *name, int rank,
-                   const int64_t *dims, const float *v) {
-    oq_error err = {0};
-    oq_tensor *t = tensor(OQ_DTYPE_FLOAT, rank, dims);
-    memcpy(t->data, v, t->nbytes);
-    ck_assert_msg(oq_edit_add_initializer(m, g, name, t, &err) == OQ_OK, "%s", err.msg);
-    oq_tensor_free(t);
-}
 
 static bool has_attr(const Onnx__NodeProto *n, const char *k) {
     return oq_node_attr(n, k) != NULL;
@@ -325,7 +234,7 @@ START_TEST(shared_model) {
     ck_assert_msg(ex, "no expectations for %s", mi->key);
 
     oq_model *orig = load(mi->model), *m = load(mi->model);
-    Onnx__GraphProto *g = graph_of(m);
+    Onnx__GraphProto *g = tu_model_graph(m);
     int consts_before = count_op(g, "Constant"), bn_before = count_op(g, "BatchNormalization");
     size_t inits_before = g->n_initializer;
     int64_t ir_before = oq_model_proto(m)->ir_version;
@@ -343,7 +252,7 @@ START_TEST(shared_model) {
 
     oq_model *m2 = save_reload(m);
     oq_model_free(m);
-    g = graph_of(m2);
+    g = tu_model_graph(m2);
     ck_assert_int_eq(count_op(g, "Constant"), 0);
     ck_assert_int_eq(count_op(g, "BatchNormalization"), bn_before - ex->folded);
     ck_assert_int_eq(opset_of(m2), ex->opset_after);
@@ -419,26 +328,26 @@ END_TEST
 /* Default and com.microsoft quantized ops are counted, in subgraphs too;
  * float ops (QuickGelu, Relu) are not. */
 START_TEST(count_quantized_kinds) {
-    oq_model *m = mk(13);
+    oq_model *m = tu_model_new(13);
     oq_error err = {0};
     ck_assert(oq_edit_set_opset(m, "com.microsoft", 1, &err) == OQ_OK);
-    Onnx__GraphProto *g = graph_of(m);
-    in_f(m, "x", 1, (int64_t[]){2});
+    Onnx__GraphProto *g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 1, (int64_t[]){2});
     oq_edit_add_graph_input(m, g, "c", OQ_DTYPE_BOOL, 0, NULL, &err);
-    node(m, "Relu", "r", LIST("x"), LIST("r"));
-    node(m, "MatMulInteger", "mi", LIST("x", "x"), LIST("mi"));
+    tu_model_node(m, "Relu", "r", TU_LIST("x"), TU_LIST("r"));
+    tu_model_node(m, "MatMulInteger", "mi", TU_LIST("x", "x"), TU_LIST("mi"));
     ck_assert(oq_edit_insert_node(m, g, OQ_EDIT_APPEND, "QLinearAdd", "com.microsoft", "qa",
-                                  LIST("x"), LIST("qa"), NULL, &err) == OQ_OK);
+                                  TU_LIST("x"), TU_LIST("qa"), NULL, &err) == OQ_OK);
     ck_assert(oq_edit_insert_node(m, g, OQ_EDIT_APPEND, "QuickGelu", "com.microsoft", "qg",
-                                  LIST("x"), LIST("qg"), NULL, &err) == OQ_OK);
+                                  TU_LIST("x"), TU_LIST("qg"), NULL, &err) == OQ_OK);
     ck_assert(oq_edit_insert_node(m, g, OQ_EDIT_APPEND, "QGemm", "com.microsoft", "qgemm",
-                                  LIST("x"), LIST("qgemm"), NULL, &err) == OQ_OK);
-    Onnx__NodeProto *iff = node(m, "If", "if", LIST("c"), LIST("y"));
+                                  TU_LIST("x"), TU_LIST("qgemm"), NULL, &err) == OQ_OK);
+    Onnx__NodeProto *iff = tu_model_node(m, "If", "if", TU_LIST("c"), TU_LIST("y"));
     Onnx__GraphProto *then_b, *else_b;
     ck_assert(oq_edit_graph_new(m, "then", &then_b, &err) == OQ_OK);
     ck_assert(oq_edit_graph_new(m, "else", &else_b, &err) == OQ_OK);
-    node_in(m, then_b, "DequantizeLinear", "dq", LIST("x", "x"), LIST("t"));
-    node_in(m, else_b, "Identity", "id", LIST("x"), LIST("e"));
+    tu_model_node_in(m, then_b, "DequantizeLinear", "dq", TU_LIST("x", "x"), TU_LIST("t"));
+    tu_model_node_in(m, else_b, "Identity", "id", TU_LIST("x"), TU_LIST("e"));
     ck_assert(oq_edit_set_attr_graph_new(m, iff, "then_branch", then_b, &err) == OQ_OK);
     ck_assert(oq_edit_set_attr_graph_new(m, iff, "else_branch", else_b, &err) == OQ_OK);
     ck_assert_int_eq(oq_count_quantized_nodes(m), 4);
@@ -459,27 +368,30 @@ static void set_tensor_attr(oq_model *m, Onnx__NodeProto *n, const oq_tensor *t)
  * strings and graph outputs stay Constant nodes; the model computes the
  * same. IR 3: the new initializers are declared as graph inputs. */
 START_TEST(constants_all_forms) {
-    oq_model *m = mk(13);
+    oq_model *m = tu_model_new(13);
     oq_model_proto(m)->ir_version = 3;
-    Onnx__GraphProto *g = graph_of(m);
-    in_f(m, "x", 1, (int64_t[]){3});
-    a_floats(m, node(m, "Constant", "c1", NONE, LIST("c_floats")), "value_floats", F32S(1, 2, 3));
-    a_float(m, node(m, "Constant", "c2", NONE, LIST("c_float")), "value_float", 2.5f);
-    a_ints(m, node(m, "Constant", "c3", NONE, LIST("c_ints")), "value_ints", I64S(1, 3));
-    a_int(m, node(m, "Constant", "c4", NONE, LIST("c_int")), "value_int", 2);
+    Onnx__GraphProto *g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 1, (int64_t[]){3});
+    tu_model_attr_floats(m, tu_model_node(m, "Constant", "c1", TU_NONE, TU_LIST("c_floats")),
+                         "value_floats", TU_F32S(1, 2, 3));
+    tu_model_attr_float(m, tu_model_node(m, "Constant", "c2", TU_NONE, TU_LIST("c_float")),
+                        "value_float", 2.5f);
+    tu_model_attr_ints(m, tu_model_node(m, "Constant", "c3", TU_NONE, TU_LIST("c_ints")),
+                       "value_ints", TU_I64S(1, 3));
+    tu_model_attr_int(m, tu_model_node(m, "Constant", "c4", TU_NONE, TU_LIST("c_int")), "value_int", 2);
     oq_tensor *t = input_f(1, (int64_t[]){3}, 0.5f);
-    set_tensor_attr(m, node(m, "Constant", "c5", NONE, LIST("c_tensor")), t);
+    set_tensor_attr(m, tu_model_node(m, "Constant", "c5", TU_NONE, TU_LIST("c_tensor")), t);
     oq_tensor_free(t);
     oq_error err = {0};
-    a_float(m, node(m, "Constant", "c7", NONE, LIST("k")), "value_float", 7.0f);
-    node(m, "Mul", "mul1", LIST("x", "c_floats"), LIST("u"));
-    node(m, "Mul", "mul2", LIST("u", "c_float"), LIST("v"));
-    node(m, "Add", "add", LIST("v", "c_tensor"), LIST("w"));
-    node(m, "Reshape", "rs", LIST("w", "c_ints"), LIST("y"));
-    node(m, "Gather", "ga", LIST("w", "c_int"), LIST("z"));
-    out_t(m, "y", 1);
-    out_t(m, "z", 1);
-    out_t(m, "k", 1);
+    tu_model_attr_float(m, tu_model_node(m, "Constant", "c7", TU_NONE, TU_LIST("k")), "value_float", 7.0f);
+    tu_model_node(m, "Mul", "mul1", TU_LIST("x", "c_floats"), TU_LIST("u"));
+    tu_model_node(m, "Mul", "mul2", TU_LIST("u", "c_float"), TU_LIST("v"));
+    tu_model_node(m, "Add", "add", TU_LIST("v", "c_tensor"), TU_LIST("w"));
+    tu_model_node(m, "Reshape", "rs", TU_LIST("w", "c_ints"), TU_LIST("y"));
+    tu_model_node(m, "Gather", "ga", TU_LIST("w", "c_int"), TU_LIST("z"));
+    tu_model_output(m, "y", 1);
+    tu_model_output(m, "z", 1);
+    tu_model_output(m, "k", 1);
 
     oq_tensor *x = input_f(1, (int64_t[]){3}, 0.0f), *before[MAX_OUT], *after[MAX_OUT];
     oq_plan *p = plan(m);
@@ -500,7 +412,7 @@ START_TEST(constants_all_forms) {
     ck_assert(i2->data_type == OQ_DTYPE_FLOAT && i2->n_dims == 0);
     ck_assert(i4->data_type == OQ_DTYPE_INT64 && i4->n_dims == 0);
     ck_assert(i5->data_type == OQ_DTYPE_FLOAT && i5->n_dims == 1);
-    assert_i64_init(g, "c_ints", I64S(1, 3));
+    assert_i64_init(g, "c_ints", TU_I64S(1, 3));
 
     oq_model *m2 = save_reload(m);
     p = plan(m2);
@@ -516,17 +428,17 @@ START_TEST(constants_all_forms) {
     oq_model_free(m);
 
     /* A string tensor (here an empty one) stays a Constant node. */
-    m = mk(13);
-    g = graph_of(m);
-    oq_tensor *s = tensor(OQ_DTYPE_FLOAT, 1, (int64_t[]){0});
-    Onnx__NodeProto *cs = node(m, "Constant", "c6", NONE, LIST("c_string"));
+    m = tu_model_new(13);
+    g = tu_model_graph(m);
+    oq_tensor *s = tu_tensor_new(OQ_DTYPE_FLOAT, 1, (int64_t[]){0});
+    Onnx__NodeProto *cs = tu_model_node(m, "Constant", "c6", TU_NONE, TU_LIST("c_string"));
     Onnx__TensorProto *tp;
     ck_assert(oq_tensor_to_proto(s, "", oq_model_allocator(m), &tp, &err) == OQ_OK);
     tp->data_type = OQ_DTYPE_STRING;
     tp->has_raw_data = 0;
     ck_assert(oq_edit_set_attr_tensor_new(m, cs, "value", tp, &err) == OQ_OK);
     oq_tensor_free(s);
-    node(m, "Identity", "id", LIST("c_string"), LIST("str"));
+    tu_model_node(m, "Identity", "id", TU_LIST("c_string"), TU_LIST("str"));
     ck_assert(oq_edit_add_graph_output(m, g, "str", OQ_DTYPE_STRING, -1, NULL, &err) == OQ_OK);
     ck_assert(oq_constants_to_initializers(m, &moved, &err) == OQ_OK);
     ck_assert_int_eq(moved, 0);
@@ -541,22 +453,23 @@ END_TEST
 static void conv_bn(oq_model *m, const char *x, const char *w, const char *b, const char *sfx,
                     const float *scale, const float *bias, const float *mean, const float *var,
                     float eps) {
-    Onnx__GraphProto *g = graph_of(m);
+    Onnx__GraphProto *g = tu_model_graph(m);
     char names[6][32];
     const char *keys[6] = {"c", "y", "s", "bb", "m", "v"};
     for (int i = 0; i < 6; i++)
         snprintf(names[i], sizeof names[i], "%s_%s", keys[i], sfx);
-    init_f(m, g, names[2], 1, (int64_t[]){2}, scale);
-    init_f(m, g, names[3], 1, (int64_t[]){2}, bias);
-    init_f(m, g, names[4], 1, (int64_t[]){2}, mean);
-    init_f(m, g, names[5], 1, (int64_t[]){2}, var);
+    tu_model_init_f(m, g, names[2], 1, (int64_t[]){2}, scale);
+    tu_model_init_f(m, g, names[3], 1, (int64_t[]){2}, bias);
+    tu_model_init_f(m, g, names[4], 1, (int64_t[]){2}, mean);
+    tu_model_init_f(m, g, names[5], 1, (int64_t[]){2}, var);
     if (b)
-        node(m, "Conv", names[0], LIST(x, w, b), LIST(names[0]));
+        tu_model_node(m, "Conv", names[0], TU_LIST(x, w, b), TU_LIST(names[0]));
     else
-        node(m, "Conv", names[0], LIST(x, w), LIST(names[0]));
-    a_float(m, node(m, "BatchNormalization", names[1],
-                    LIST(names[0], names[2], names[3], names[4], names[5]), LIST(names[1])),
-            "epsilon", eps);
+        tu_model_node(m, "Conv", names[0], TU_LIST(x, w), TU_LIST(names[0]));
+    Onnx__NodeProto *bn = tu_model_node(m, "BatchNormalization", names[1],
+                                        TU_LIST(names[0], names[2], names[3], names[4], names[5]),
+                                        TU_LIST(names[1]));
+    tu_model_attr_float(m, bn, "epsilon", eps);
 }
 
 static oq_tensor *init_data(const Onnx__GraphProto *g, const char *name) {
@@ -571,14 +484,14 @@ static oq_tensor *init_data(const Onnx__GraphProto *g, const char *name) {
 /* Hand-computed fold: s = scale / sqrt(var + eps) = {2/sqrt(4), 0.5/sqrt(1)}
  * = {1, 0.5}; W' = W * s per output channel; B' = (B - mean) * s + bias. */
 START_TEST(fold_hand_computed) {
-    oq_model *m = mk(13);
-    Onnx__GraphProto *g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
-    init_f(m, g, "W", 4, (int64_t[]){2, 2, 1, 1}, (const float[]){1, 2, 3, 4});
-    init_f(m, g, "B", 1, (int64_t[]){2}, (const float[]){1, 1});
+    oq_model *m = tu_model_new(13);
+    Onnx__GraphProto *g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
+    tu_model_init_f(m, g, "W", 4, (int64_t[]){2, 2, 1, 1}, (const float[]){1, 2, 3, 4});
+    tu_model_init_f(m, g, "B", 1, (int64_t[]){2}, (const float[]){1, 1});
     conv_bn(m, "x", "W", "B", "a", (const float[]){2, 0.5f}, (const float[]){0.5f, 0},
             (const float[]){1, -1}, (const float[]){3, 0}, 1.0f);
-    out_t(m, "y_a", 1);
+    tu_model_output(m, "y_a", 1);
     oq_tensor *x = input_f(4, (int64_t[]){1, 2, 2, 2}, 1.0f), *before[MAX_OUT], *after[MAX_OUT];
     oq_plan *p = plan(m);
     int n = run(p, (const oq_tensor *const *)&x, 1, before);
@@ -620,29 +533,29 @@ END_TEST
  * graph input, BN running statistics read (training mode), a Conv output
  * that is a graph output. */
 START_TEST(fold_shared_and_skipped) {
-    oq_model *m = mk(13);
-    Onnx__GraphProto *g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 2, 3, 3});
-    in_f(m, "mean_in", 1, (int64_t[]){2});
-    init_f(m, g, "W", 4, (int64_t[]){2, 2, 1, 1}, (const float[]){1, -2, 0.5f, 3});
+    oq_model *m = tu_model_new(13);
+    Onnx__GraphProto *g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 2, 3, 3});
+    tu_model_input_f(m, "mean_in", 1, (int64_t[]){2});
+    tu_model_init_f(m, g, "W", 4, (int64_t[]){2, 2, 1, 1}, (const float[]){1, -2, 0.5f, 3});
     const float sc[] = {1.5f, 0.25f}, bi[] = {0.1f, -0.2f}, me[] = {0.3f, 0.4f},
                 va[] = {2, 0.5f};
     conv_bn(m, "x", "W", NULL, "a", sc, bi, me, va, 1e-5f);
     conv_bn(m, "x", "W", NULL, "b", bi, sc, va, me, 1e-3f);
     /* Conv output read twice */
     conv_bn(m, "x", "W", NULL, "c", sc, bi, me, va, 1e-5f);
-    node(m, "Relu", "relu_c", LIST("c_c"), LIST("r_c"));
+    tu_model_node(m, "Relu", "relu_c", TU_LIST("c_c"), TU_LIST("r_c"));
     /* non-constant mean */
-    node(m, "Conv", "c_d", LIST("x", "W"), LIST("c_d"));
-    init_f(m, g, "s_d", 1, (int64_t[]){2}, sc);
-    node(m, "BatchNormalization", "y_d", LIST("c_d", "s_d", "s_d", "mean_in", "s_d"),
-         LIST("y_d"));
+    tu_model_node(m, "Conv", "c_d", TU_LIST("x", "W"), TU_LIST("c_d"));
+    tu_model_init_f(m, g, "s_d", 1, (int64_t[]){2}, sc);
+    tu_model_node(m, "BatchNormalization", "y_d", TU_LIST("c_d", "s_d", "s_d", "mean_in", "s_d"),
+                  TU_LIST("y_d"));
     /* Conv output is a graph output */
     conv_bn(m, "x", "W", NULL, "f", sc, bi, me, va, 1e-5f);
     const char *outs[] = {"y_a", "y_b", "y_c", "r_c", "y_d", "c_f"};
     for (int i = 0; i < 6; i++)
-        out_t(m, outs[i], 1);
-    out_t(m, "y_f", 1);
+        tu_model_output(m, outs[i], 1);
+    tu_model_output(m, "y_f", 1);
 
     oq_tensor *x = input_f(4, (int64_t[]){1, 2, 3, 3}, 2.0f);
     oq_tensor *mean = input_f(1, (int64_t[]){2}, 0.3f);
@@ -682,14 +595,14 @@ START_TEST(fold_shared_and_skipped) {
 
     /* With only the shared pair left, the original W is dropped. */
     oq_model_free(m);
-    m = mk(13);
-    g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 2, 3, 3});
-    init_f(m, g, "W", 4, (int64_t[]){2, 2, 1, 1}, (const float[]){1, -2, 0.5f, 3});
+    m = tu_model_new(13);
+    g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 2, 3, 3});
+    tu_model_init_f(m, g, "W", 4, (int64_t[]){2, 2, 1, 1}, (const float[]){1, -2, 0.5f, 3});
     conv_bn(m, "x", "W", NULL, "a", sc, bi, me, va, 1e-5f);
     conv_bn(m, "x", "W", NULL, "b", bi, sc, va, me, 1e-3f);
-    out_t(m, "y_a", 1);
-    out_t(m, "y_b", 1);
+    tu_model_output(m, "y_a", 1);
+    tu_model_output(m, "y_b", 1);
     ck_assert_msg(oq_fold_batchnorm(m, &folded, &err) == OQ_OK, "%s", err.msg);
     ck_assert_int_eq(folded, 2);
     ck_assert_ptr_null(find_init(g, "W"));
@@ -699,16 +612,16 @@ START_TEST(fold_shared_and_skipped) {
 
     /* Training mode (running statistics read) is not folded (no run: the
      * executor only does inference). */
-    m = mk(13);
-    g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 2, 3, 3});
-    init_f(m, g, "W", 4, (int64_t[]){2, 2, 1, 1}, (const float[]){1, -2, 0.5f, 3});
-    init_f(m, g, "s", 1, (int64_t[]){2}, sc);
-    node(m, "Conv", "c_e", LIST("x", "W"), LIST("c_e"));
-    node(m, "BatchNormalization", "y_e", LIST("c_e", "s", "s", "s", "s"),
-         LIST("y_e", "rm_e", "rv_e"));
-    out_t(m, "y_e", 1);
-    out_t(m, "rm_e", 1);
+    m = tu_model_new(13);
+    g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 2, 3, 3});
+    tu_model_init_f(m, g, "W", 4, (int64_t[]){2, 2, 1, 1}, (const float[]){1, -2, 0.5f, 3});
+    tu_model_init_f(m, g, "s", 1, (int64_t[]){2}, sc);
+    tu_model_node(m, "Conv", "c_e", TU_LIST("x", "W"), TU_LIST("c_e"));
+    tu_model_node(m, "BatchNormalization", "y_e", TU_LIST("c_e", "s", "s", "s", "s"),
+                  TU_LIST("y_e", "rm_e", "rv_e"));
+    tu_model_output(m, "y_e", 1);
+    tu_model_output(m, "rm_e", 1);
     ck_assert(oq_fold_batchnorm(m, &folded, &err) == OQ_OK);
     ck_assert_int_eq(folded, 0);
     ck_assert_uint_eq(g->n_node, 2);
@@ -721,19 +634,19 @@ END_TEST
 /* ---- opset converters (run before and after) --------------------------- */
 
 START_TEST(clip6) {
-    oq_model *m = mk(6);
-    in_f(m, "x", 2, (int64_t[]){2, 5});
-    Onnx__NodeProto *c1 = node(m, "Clip", "both", LIST("x"), LIST("y"));
-    a_float(m, c1, "min", -1.0f);
-    a_float(m, c1, "max", 2.0f);
-    a_float(m, node(m, "Clip", "max_only", LIST("x"), LIST("z")), "max", 0.5f);
-    a_float(m, node(m, "Clip", "min_only", LIST("x"), LIST("w")), "min", -0.25f);
-    out_t(m, "y", 1);
-    out_t(m, "z", 1);
-    out_t(m, "w", 1);
+    oq_model *m = tu_model_new(6);
+    tu_model_input_f(m, "x", 2, (int64_t[]){2, 5});
+    Onnx__NodeProto *c1 = tu_model_node(m, "Clip", "both", TU_LIST("x"), TU_LIST("y"));
+    tu_model_attr_float(m, c1, "min", -1.0f);
+    tu_model_attr_float(m, c1, "max", 2.0f);
+    tu_model_attr_float(m, tu_model_node(m, "Clip", "max_only", TU_LIST("x"), TU_LIST("z")), "max", 0.5f);
+    tu_model_attr_float(m, tu_model_node(m, "Clip", "min_only", TU_LIST("x"), TU_LIST("w")), "min", -0.25f);
+    tu_model_output(m, "y", 1);
+    tu_model_output(m, "z", 1);
+    tu_model_output(m, "w", 1);
     oq_tensor *x = input_f(2, (int64_t[]){2, 5}, 0.2f);
     upgrade_and_compare(m, &x, 1, 3, 0);
-    Onnx__GraphProto *g = graph_of(m);
+    Onnx__GraphProto *g = tu_model_graph(m);
     for (size_t i = 0; i < g->n_node; i++)
         ck_assert(!has_attr(g->node[i], "min") && !has_attr(g->node[i], "max"));
     Onnx__NodeProto *z = g->node[1];
@@ -746,21 +659,23 @@ START_TEST(clip6) {
 END_TEST
 
 START_TEST(squeeze_unsqueeze11) {
-    oq_model *m = mk(11);
-    in_f(m, "x", 4, (int64_t[]){2, 1, 3, 1});
-    a_ints(m, node(m, "Squeeze", "sq", LIST("x"), LIST("s")), "axes", I64S(1, 3));
-    a_ints(m, node(m, "Unsqueeze", "unsq", LIST("s"), LIST("y")), "axes", I64S(0, -1));
-    node(m, "Squeeze", "sq_all", LIST("x"), LIST("z")); /* no axes: every 1 */
-    out_t(m, "y", 1);
-    out_t(m, "z", 1);
+    oq_model *m = tu_model_new(11);
+    tu_model_input_f(m, "x", 4, (int64_t[]){2, 1, 3, 1});
+    tu_model_attr_ints(m, tu_model_node(m, "Squeeze", "sq", TU_LIST("x"), TU_LIST("s")),
+                       "axes", TU_I64S(1, 3));
+    tu_model_attr_ints(m, tu_model_node(m, "Unsqueeze", "unsq", TU_LIST("s"), TU_LIST("y")),
+                       "axes", TU_I64S(0, -1));
+    tu_model_node(m, "Squeeze", "sq_all", TU_LIST("x"), TU_LIST("z")); /* no axes: every 1 */
+    tu_model_output(m, "y", 1);
+    tu_model_output(m, "z", 1);
     oq_tensor *x = input_f(4, (int64_t[]){2, 1, 3, 1}, 0.0f);
     upgrade_and_compare(m, &x, 1, 2, 0);
-    Onnx__GraphProto *g = graph_of(m);
+    Onnx__GraphProto *g = tu_model_graph(m);
     Onnx__NodeProto *sq = g->node[0], *un = g->node[1];
     ck_assert(!has_attr(sq, "axes") && !has_attr(un, "axes"));
     ck_assert_uint_eq(sq->n_input, 2);
-    assert_i64_init(g, sq->input[1], I64S(1, 3));
-    assert_i64_init(g, un->input[1], I64S(0, -1));
+    assert_i64_init(g, sq->input[1], TU_I64S(1, 3));
+    assert_i64_init(g, un->input[1], TU_I64S(0, -1));
     ck_assert_uint_eq(g->node[2]->n_input, 1);
     oq_tensor_free(x);
     oq_model_free(m);
@@ -768,40 +683,41 @@ START_TEST(squeeze_unsqueeze11) {
 END_TEST
 
 START_TEST(split11) {
-    oq_model *m = mk(11);
-    in_f(m, "x", 2, (int64_t[]){2, 4});
-    Onnx__NodeProto *n = node(m, "Split", "sp", LIST("x"), LIST("a", "b"));
-    a_int(m, n, "axis", 1);
-    a_ints(m, n, "split", I64S(1, 3));
-    node(m, "Split", "sp_eq", LIST("x"), LIST("c", "d")); /* equal halves along 0 */
-    out_t(m, "a", 1);
-    out_t(m, "b", 1);
-    out_t(m, "c", 1);
-    out_t(m, "d", 1);
+    oq_model *m = tu_model_new(11);
+    tu_model_input_f(m, "x", 2, (int64_t[]){2, 4});
+    Onnx__NodeProto *n = tu_model_node(m, "Split", "sp", TU_LIST("x"), TU_LIST("a", "b"));
+    tu_model_attr_int(m, n, "axis", 1);
+    tu_model_attr_ints(m, n, "split", TU_I64S(1, 3));
+    tu_model_node(m, "Split", "sp_eq", TU_LIST("x"), TU_LIST("c", "d")); /* equal halves along 0 */
+    tu_model_output(m, "a", 1);
+    tu_model_output(m, "b", 1);
+    tu_model_output(m, "c", 1);
+    tu_model_output(m, "d", 1);
     oq_tensor *x = input_f(2, (int64_t[]){2, 4}, 0.0f);
     upgrade_and_compare(m, &x, 1, 1, 0);
-    n = graph_of(m)->node[0];
+    n = tu_model_graph(m)->node[0];
     ck_assert(!has_attr(n, "split"));
-    assert_i64_init(graph_of(m), n->input[1], I64S(1, 3));
+    assert_i64_init(tu_model_graph(m), n->input[1], TU_I64S(1, 3));
     oq_tensor_free(x);
     oq_model_free(m);
 }
 END_TEST
 
 START_TEST(reducesum11) {
-    oq_model *m = mk(11);
-    in_f(m, "x", 3, (int64_t[]){2, 3, 4});
-    Onnx__NodeProto *n = node(m, "ReduceSum", "rs", LIST("x"), LIST("y"));
-    a_ints(m, n, "axes", I64S(1));
-    a_int(m, n, "keepdims", 0);
-    a_ints(m, node(m, "ReduceMean", "rm", LIST("x"), LIST("z")), "axes", I64S(-1));
-    node(m, "ReduceSum", "rs_all", LIST("x"), LIST("w"));
-    out_t(m, "y", 1);
-    out_t(m, "z", 1);
-    out_t(m, "w", 1);
+    oq_model *m = tu_model_new(11);
+    tu_model_input_f(m, "x", 3, (int64_t[]){2, 3, 4});
+    Onnx__NodeProto *n = tu_model_node(m, "ReduceSum", "rs", TU_LIST("x"), TU_LIST("y"));
+    tu_model_attr_ints(m, n, "axes", TU_I64S(1));
+    tu_model_attr_int(m, n, "keepdims", 0);
+    tu_model_attr_ints(m, tu_model_node(m, "ReduceMean", "rm", TU_LIST("x"), TU_LIST("z")),
+                       "axes", TU_I64S(-1));
+    tu_model_node(m, "ReduceSum", "rs_all", TU_LIST("x"), TU_LIST("w"));
+    tu_model_output(m, "y", 1);
+    tu_model_output(m, "z", 1);
+    tu_model_output(m, "w", 1);
     oq_tensor *x = input_f(3, (int64_t[]){2, 3, 4}, 0.0f);
     upgrade_and_compare(m, &x, 1, 1, 0);
-    Onnx__GraphProto *g = graph_of(m);
+    Onnx__GraphProto *g = tu_model_graph(m);
     ck_assert(!has_attr(g->node[0], "axes") && g->node[0]->n_input == 2);
     ck_assert(has_attr(g->node[1], "axes")); /* ReduceMean keeps its attribute until 18 */
     oq_tensor_free(x);
@@ -814,21 +730,21 @@ END_TEST
  * Flatten -> Softmax -> Reshape. On the last axis only the attribute
  * changes. With the rank unknown, the Flatten form is used. */
 START_TEST(softmax11) {
-    oq_model *m = mk(11);
-    in_f(m, "x", 3, (int64_t[]){2, 3, 4});
-    in_f(m, "u", -1, NULL);
-    a_int(m, node(m, "Softmax", "sm", LIST("x"), LIST("y")), "axis", 1);
-    a_int(m, node(m, "LogSoftmax", "lsm", LIST("x"), LIST("z")), "axis", -1);
-    a_int(m, node(m, "Hardmax", "hm", LIST("x"), LIST("h")), "axis", 0);
-    node(m, "Softmax", "sm_u", LIST("u"), LIST("v")); /* default axis 1, rank unknown */
-    out_t(m, "y", 1);
-    out_t(m, "z", 1);
-    out_t(m, "h", 1);
-    out_t(m, "v", 1);
+    oq_model *m = tu_model_new(11);
+    tu_model_input_f(m, "x", 3, (int64_t[]){2, 3, 4});
+    tu_model_input_f(m, "u", -1, NULL);
+    tu_model_attr_int(m, tu_model_node(m, "Softmax", "sm", TU_LIST("x"), TU_LIST("y")), "axis", 1);
+    tu_model_attr_int(m, tu_model_node(m, "LogSoftmax", "lsm", TU_LIST("x"), TU_LIST("z")), "axis", -1);
+    tu_model_attr_int(m, tu_model_node(m, "Hardmax", "hm", TU_LIST("x"), TU_LIST("h")), "axis", 0);
+    tu_model_node(m, "Softmax", "sm_u", TU_LIST("u"), TU_LIST("v")); /* default axis 1, rank unknown */
+    tu_model_output(m, "y", 1);
+    tu_model_output(m, "z", 1);
+    tu_model_output(m, "h", 1);
+    tu_model_output(m, "v", 1);
     oq_tensor *x = input_f(3, (int64_t[]){2, 3, 4}, 0.0f), *u = input_f(3, (int64_t[]){3, 2, 2}, 1);
     oq_tensor *ins[2] = {x, u};
     upgrade_and_compare(m, ins, 2, 4, 1e-6);
-    Onnx__GraphProto *g = graph_of(m);
+    Onnx__GraphProto *g = tu_model_graph(m);
     ck_assert_int_eq(count_op(g, "Flatten"), 3);
     ck_assert_int_eq(count_op(g, "Reshape"), 3);
     ck_assert_int_eq(count_op(g, "Shape"), 3);
@@ -841,26 +757,26 @@ START_TEST(softmax11) {
 END_TEST
 
 START_TEST(pad2) {
-    oq_model *m = mk(2);
-    in_f(m, "x", 2, (int64_t[]){2, 3});
-    Onnx__NodeProto *n = node(m, "Pad", "pc", LIST("x"), LIST("y"));
-    a_ints(m, n, "pads", I64S(1, 0, 0, 2));
-    a_float(m, n, "value", 1.5f);
-    n = node(m, "Pad", "pr", LIST("x"), LIST("z"));
-    a_ints(m, n, "pads", I64S(0, 1, 0, 2));
-    a_str(m, n, "mode", "reflect");
-    n = node(m, "Pad", "pe", LIST("x"), LIST("w"));
-    a_ints(m, n, "pads", I64S(1, 1, 1, 1));
-    a_str(m, n, "mode", "edge");
-    out_t(m, "y", 1);
-    out_t(m, "z", 1);
-    out_t(m, "w", 1);
+    oq_model *m = tu_model_new(2);
+    tu_model_input_f(m, "x", 2, (int64_t[]){2, 3});
+    Onnx__NodeProto *n = tu_model_node(m, "Pad", "pc", TU_LIST("x"), TU_LIST("y"));
+    tu_model_attr_ints(m, n, "pads", TU_I64S(1, 0, 0, 2));
+    tu_model_attr_float(m, n, "value", 1.5f);
+    n = tu_model_node(m, "Pad", "pr", TU_LIST("x"), TU_LIST("z"));
+    tu_model_attr_ints(m, n, "pads", TU_I64S(0, 1, 0, 2));
+    tu_model_attr_str(m, n, "mode", "reflect");
+    n = tu_model_node(m, "Pad", "pe", TU_LIST("x"), TU_LIST("w"));
+    tu_model_attr_ints(m, n, "pads", TU_I64S(1, 1, 1, 1));
+    tu_model_attr_str(m, n, "mode", "edge");
+    tu_model_output(m, "y", 1);
+    tu_model_output(m, "z", 1);
+    tu_model_output(m, "w", 1);
     oq_tensor *x = input_f(2, (int64_t[]){2, 3}, 0.0f);
     upgrade_and_compare(m, &x, 1, 3, 0);
-    Onnx__GraphProto *g = graph_of(m);
+    Onnx__GraphProto *g = tu_model_graph(m);
     ck_assert_uint_eq(g->node[0]->n_input, 3);
     ck_assert_uint_eq(g->node[1]->n_input, 2);
-    assert_i64_init(g, g->node[0]->input[1], I64S(1, 0, 0, 2));
+    assert_i64_init(g, g->node[0]->input[1], TU_I64S(1, 0, 0, 2));
     ck_assert(!has_attr(g->node[0], "pads") && !has_attr(g->node[0], "value"));
     oq_tensor_free(x);
     oq_model_free(m);
@@ -868,23 +784,23 @@ START_TEST(pad2) {
 END_TEST
 
 START_TEST(slice1) {
-    oq_model *m = mk(1);
-    in_f(m, "x", 2, (int64_t[]){4, 5});
-    Onnx__NodeProto *n = node(m, "Slice", "s1", LIST("x"), LIST("y"));
-    a_ints(m, n, "starts", I64S(1, 0));
-    a_ints(m, n, "ends", I64S(3, -1));
-    a_ints(m, n, "axes", I64S(0, 1));
-    n = node(m, "Slice", "s2", LIST("x"), LIST("z"));
-    a_ints(m, n, "starts", I64S(2));
-    a_ints(m, n, "ends", I64S(1000));
-    out_t(m, "y", 1);
-    out_t(m, "z", 1);
+    oq_model *m = tu_model_new(1);
+    tu_model_input_f(m, "x", 2, (int64_t[]){4, 5});
+    Onnx__NodeProto *n = tu_model_node(m, "Slice", "s1", TU_LIST("x"), TU_LIST("y"));
+    tu_model_attr_ints(m, n, "starts", TU_I64S(1, 0));
+    tu_model_attr_ints(m, n, "ends", TU_I64S(3, -1));
+    tu_model_attr_ints(m, n, "axes", TU_I64S(0, 1));
+    n = tu_model_node(m, "Slice", "s2", TU_LIST("x"), TU_LIST("z"));
+    tu_model_attr_ints(m, n, "starts", TU_I64S(2));
+    tu_model_attr_ints(m, n, "ends", TU_I64S(1000));
+    tu_model_output(m, "y", 1);
+    tu_model_output(m, "z", 1);
     oq_tensor *x = input_f(2, (int64_t[]){4, 5}, 0.0f);
     upgrade_and_compare(m, &x, 1, 2, 0);
-    Onnx__GraphProto *g = graph_of(m);
+    Onnx__GraphProto *g = tu_model_graph(m);
     ck_assert_uint_eq(g->node[0]->n_input, 4);
     ck_assert_uint_eq(g->node[1]->n_input, 3);
-    assert_i64_init(g, g->node[0]->input[2], I64S(3, -1));
+    assert_i64_init(g, g->node[0]->input[2], TU_I64S(3, -1));
     ck_assert_uint_eq(g->node[0]->n_attribute, 0);
     oq_tensor_free(x);
     oq_model_free(m);
@@ -901,15 +817,16 @@ static void check_resize(const Onnx__NodeProto *n, const char *nearest_mode) {
 }
 
 START_TEST(upsample9) {
-    oq_model *m = mk(9);
-    Onnx__GraphProto *g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 2, 2, 3});
-    init_f(m, g, "sc", 1, (int64_t[]){4}, (const float[]){1, 1, 2, 3});
-    init_f(m, g, "sc2", 1, (int64_t[]){4}, (const float[]){1, 1, 2.5f, 1.5f});
-    node(m, "Upsample", "up_n", LIST("x", "sc"), LIST("y"));
-    a_str(m, node(m, "Upsample", "up_l", LIST("x", "sc2"), LIST("z")), "mode", "linear");
-    out_t(m, "y", 1);
-    out_t(m, "z", 1);
+    oq_model *m = tu_model_new(9);
+    Onnx__GraphProto *g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 2, 2, 3});
+    tu_model_init_f(m, g, "sc", 1, (int64_t[]){4}, (const float[]){1, 1, 2, 3});
+    tu_model_init_f(m, g, "sc2", 1, (int64_t[]){4}, (const float[]){1, 1, 2.5f, 1.5f});
+    tu_model_node(m, "Upsample", "up_n", TU_LIST("x", "sc"), TU_LIST("y"));
+    tu_model_attr_str(m, tu_model_node(m, "Upsample", "up_l", TU_LIST("x", "sc2"), TU_LIST("z")),
+                      "mode", "linear");
+    tu_model_output(m, "y", 1);
+    tu_model_output(m, "z", 1);
     oq_tensor *x = input_f(4, (int64_t[]){1, 2, 2, 3}, 0.0f);
     upgrade_and_compare(m, &x, 1, 2, 1e-6);
     check_resize(g->node[0], "floor");
@@ -921,13 +838,14 @@ START_TEST(upsample9) {
 END_TEST
 
 START_TEST(upsample7) {
-    oq_model *m = mk(7);
-    in_f(m, "x", 4, (int64_t[]){1, 1, 2, 3});
-    a_floats(m, node(m, "Upsample", "up", LIST("x"), LIST("y")), "scales", F32S(1, 1, 3, 2));
-    out_t(m, "y", 1);
+    oq_model *m = tu_model_new(7);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 1, 2, 3});
+    tu_model_attr_floats(m, tu_model_node(m, "Upsample", "up", TU_LIST("x"), TU_LIST("y")),
+                         "scales", TU_F32S(1, 1, 3, 2));
+    tu_model_output(m, "y", 1);
     oq_tensor *x = input_f(4, (int64_t[]){1, 1, 2, 3}, 0.0f);
     upgrade_and_compare(m, &x, 1, 1, 0);
-    Onnx__NodeProto *n = graph_of(m)->node[0];
+    Onnx__NodeProto *n = tu_model_graph(m)->node[0];
     check_resize(n, "floor");
     ck_assert(!has_attr(n, "scales"));
     oq_tensor_free(x);
@@ -938,17 +856,18 @@ END_TEST
 /* Resize-10 = asymmetric coordinates, nearest rounding down when
  * upsampling and up when downsampling (as ONNX Runtime and onnxq run it). */
 START_TEST(resize10) {
-    oq_model *m = mk(10);
-    Onnx__GraphProto *g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 1, 5, 7});
-    init_f(m, g, "down", 1, (int64_t[]){4}, (const float[]){1, 1, 0.5f, 0.6f});
-    init_f(m, g, "up", 1, (int64_t[]){4}, (const float[]){1, 1, 1.5f, 2.2f});
-    node(m, "Resize", "r_down", LIST("x", "down"), LIST("y"));
-    node(m, "Resize", "r_up", LIST("x", "up"), LIST("z"));
-    a_str(m, node(m, "Resize", "r_lin", LIST("x", "down"), LIST("w")), "mode", "linear");
-    out_t(m, "y", 1);
-    out_t(m, "z", 1);
-    out_t(m, "w", 1);
+    oq_model *m = tu_model_new(10);
+    Onnx__GraphProto *g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 1, 5, 7});
+    tu_model_init_f(m, g, "down", 1, (int64_t[]){4}, (const float[]){1, 1, 0.5f, 0.6f});
+    tu_model_init_f(m, g, "up", 1, (int64_t[]){4}, (const float[]){1, 1, 1.5f, 2.2f});
+    tu_model_node(m, "Resize", "r_down", TU_LIST("x", "down"), TU_LIST("y"));
+    tu_model_node(m, "Resize", "r_up", TU_LIST("x", "up"), TU_LIST("z"));
+    tu_model_attr_str(m, tu_model_node(m, "Resize", "r_lin", TU_LIST("x", "down"), TU_LIST("w")),
+                      "mode", "linear");
+    tu_model_output(m, "y", 1);
+    tu_model_output(m, "z", 1);
+    tu_model_output(m, "w", 1);
     oq_tensor *x = input_f(4, (int64_t[]){1, 1, 5, 7}, 0.0f);
     upgrade_and_compare(m, &x, 1, 3, 1e-6);
     check_resize(g->node[0], "ceil");
@@ -958,12 +877,12 @@ START_TEST(resize10) {
     oq_model_free(m);
 
     /* Mixed up/down nearest scales have no opset-11 equivalent. */
-    m = mk(10);
-    g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 1, 5, 7});
-    init_f(m, g, "mixed", 1, (int64_t[]){4}, (const float[]){1, 1, 0.5f, 2});
-    node(m, "Resize", "r_mixed", LIST("x", "mixed"), LIST("y"));
-    out_t(m, "y", 1);
+    m = tu_model_new(10);
+    g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 1, 5, 7});
+    tu_model_init_f(m, g, "mixed", 1, (int64_t[]){4}, (const float[]){1, 1, 0.5f, 2});
+    tu_model_node(m, "Resize", "r_mixed", TU_LIST("x", "mixed"), TU_LIST("y"));
+    tu_model_output(m, "y", 1);
     oq_error err = {0};
     oq_status st = oq_upgrade_opset(m, 13, NULL, &err);
     expect_error(st, &err, OQ_EUNSUPPORTED, "r_mixed", "up- and downsamples");
@@ -973,16 +892,16 @@ START_TEST(resize10) {
 END_TEST
 
 START_TEST(topk1) {
-    oq_model *m = mk(1);
-    in_f(m, "x", 2, (int64_t[]){3, 5});
-    a_int(m, node(m, "TopK", "tk", LIST("x"), LIST("v", "i")), "k", 2);
-    out_t(m, "v", 1);
-    out_t(m, "i", 7);
+    oq_model *m = tu_model_new(1);
+    tu_model_input_f(m, "x", 2, (int64_t[]){3, 5});
+    tu_model_attr_int(m, tu_model_node(m, "TopK", "tk", TU_LIST("x"), TU_LIST("v", "i")), "k", 2);
+    tu_model_output(m, "v", 1);
+    tu_model_output(m, "i", 7);
     oq_tensor *x = input_f(2, (int64_t[]){3, 5}, 0.0f);
     upgrade_and_compare(m, &x, 1, 1, 0);
-    Onnx__NodeProto *n = graph_of(m)->node[0];
+    Onnx__NodeProto *n = tu_model_graph(m)->node[0];
     ck_assert(!has_attr(n, "k"));
-    assert_i64_init(graph_of(m), n->input[1], I64S(2));
+    assert_i64_init(tu_model_graph(m), n->input[1], TU_I64S(2));
     oq_tensor_free(x);
     oq_model_free(m);
 }
@@ -992,17 +911,18 @@ END_TEST
  * type name, Concat's default axis, Relu consumed_inputs; then
  * BatchNormalization-6 is_test/spatial and an unread mean output. */
 START_TEST(old_attribute_forms) {
-    oq_model *m = mk(3);
-    Onnx__GraphProto *g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
-    Onnx__NodeProto *n = node(m, "Dropout", "dr", LIST("x"), LIST("d", "mask_unused"));
-    a_float(m, n, "ratio", 0.25f);
-    a_int(m, n, "is_test", 1);
-    a_ints(m, node(m, "Relu", "relu", LIST("d"), LIST("r")), "consumed_inputs", I64S(0));
-    a_str(m, node(m, "Cast", "cast", LIST("r"), LIST("c")), "to", "INT32");
-    node(m, "Concat", "cat", LIST("r", "d"), LIST("k"));
-    out_t(m, "c", OQ_DTYPE_INT32);
-    out_t(m, "k", 1);
+    oq_model *m = tu_model_new(3);
+    Onnx__GraphProto *g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
+    Onnx__NodeProto *n = tu_model_node(m, "Dropout", "dr", TU_LIST("x"), TU_LIST("d", "mask_unused"));
+    tu_model_attr_float(m, n, "ratio", 0.25f);
+    tu_model_attr_int(m, n, "is_test", 1);
+    tu_model_attr_ints(m, tu_model_node(m, "Relu", "relu", TU_LIST("d"), TU_LIST("r")),
+                       "consumed_inputs", TU_I64S(0));
+    tu_model_attr_str(m, tu_model_node(m, "Cast", "cast", TU_LIST("r"), TU_LIST("c")), "to", "INT32");
+    tu_model_node(m, "Concat", "cat", TU_LIST("r", "d"), TU_LIST("k"));
+    tu_model_output(m, "c", OQ_DTYPE_INT32);
+    tu_model_output(m, "k", 1);
     oq_tensor *x = input_f(4, (int64_t[]){1, 2, 2, 2}, 0.0f);
     upgrade_and_compare(m, &x, 1, 4, 0);
     Onnx__NodeProto *dr = find_op(g, "Dropout");
@@ -1014,15 +934,15 @@ START_TEST(old_attribute_forms) {
     ck_assert_int_eq(attr_i(find_op(g, "Concat"), "axis"), 1);
     oq_model_free(m);
 
-    m = mk(6);
-    g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
-    init_f(m, g, "s", 1, (int64_t[]){2}, (const float[]){1.5f, 0.5f});
-    init_f(m, g, "b", 1, (int64_t[]){2}, (const float[]){0.1f, 0.2f});
-    n = node(m, "BatchNormalization", "bn", LIST("x", "s", "b", "b", "s"), LIST("y"));
-    a_int(m, n, "is_test", 1);
-    a_int(m, n, "spatial", 1);
-    out_t(m, "y", 1);
+    m = tu_model_new(6);
+    g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
+    tu_model_init_f(m, g, "s", 1, (int64_t[]){2}, (const float[]){1.5f, 0.5f});
+    tu_model_init_f(m, g, "b", 1, (int64_t[]){2}, (const float[]){0.1f, 0.2f});
+    n = tu_model_node(m, "BatchNormalization", "bn", TU_LIST("x", "s", "b", "b", "s"), TU_LIST("y"));
+    tu_model_attr_int(m, n, "is_test", 1);
+    tu_model_attr_int(m, n, "spatial", 1);
+    tu_model_output(m, "y", 1);
     ck_assert_uint_eq(g->n_input, 3); /* IR 3: s and b are listed as inputs */
     upgrade_and_compare(m, &x, 1, 1, 0);
     ck_assert_uint_eq(find_op(g, "BatchNormalization")->n_attribute, 0);
@@ -1031,14 +951,14 @@ START_TEST(old_attribute_forms) {
 
     /* An unread mean output, listed (which opset 7+ reads as training mode):
      * dropped, so the converted model is an inference one the executor runs. */
-    m = mk(6);
-    g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
-    init_f(m, g, "s", 1, (int64_t[]){2}, (const float[]){1.5f, 0.5f});
-    a_int(m, node(m, "BatchNormalization", "bn", LIST("x", "s", "s", "s", "s"),
-                  LIST("y", "mean_unused")),
-          "is_test", 1);
-    out_t(m, "y", 1);
+    m = tu_model_new(6);
+    g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
+    tu_model_init_f(m, g, "s", 1, (int64_t[]){2}, (const float[]){1.5f, 0.5f});
+    tu_model_attr_int(m, tu_model_node(m, "BatchNormalization", "bn", TU_LIST("x", "s", "s", "s", "s"),
+                                       TU_LIST("y", "mean_unused")),
+                      "is_test", 1);
+    tu_model_output(m, "y", 1);
     oq_error err = {0};
     int conv = -1;
     ck_assert_msg(oq_upgrade_opset(m, 13, &conv, &err) == OQ_OK, "%s", err.msg);
@@ -1048,13 +968,13 @@ START_TEST(old_attribute_forms) {
     oq_model_free(m);
 
     /* ... but read, it is refused. */
-    m = mk(6);
-    g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
-    init_f(m, g, "s", 1, (int64_t[]){2}, (const float[]){1.5f, 0.5f});
-    node(m, "BatchNormalization", "bn_t", LIST("x", "s", "s", "s", "s"), LIST("y", "mean"));
-    out_t(m, "y", 1);
-    out_t(m, "mean", 1);
+    m = tu_model_new(6);
+    g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
+    tu_model_init_f(m, g, "s", 1, (int64_t[]){2}, (const float[]){1.5f, 0.5f});
+    tu_model_node(m, "BatchNormalization", "bn_t", TU_LIST("x", "s", "s", "s", "s"), TU_LIST("y", "mean"));
+    tu_model_output(m, "y", 1);
+    tu_model_output(m, "mean", 1);
     oq_status st = oq_upgrade_opset(m, 13, &conv, &err);
     expect_error(st, &err, OQ_EUNSUPPORTED, "'bn_t' (BatchNormalization)", "training-mode");
     oq_tensor_free(x);
@@ -1066,16 +986,17 @@ END_TEST
  * their old opsets: the rewrite is checked by structure, the Reshape by
  * running the converted model. */
 START_TEST(reshape_scatter_structure) {
-    oq_model *m = mk(4);
-    in_f(m, "x", 2, (int64_t[]){2, 3});
-    a_ints(m, node(m, "Reshape", "rs", LIST("x"), LIST("y")), "shape", I64S(3, -1));
-    out_t(m, "y", 1);
+    oq_model *m = tu_model_new(4);
+    tu_model_input_f(m, "x", 2, (int64_t[]){2, 3});
+    tu_model_attr_ints(m, tu_model_node(m, "Reshape", "rs", TU_LIST("x"), TU_LIST("y")),
+                       "shape", TU_I64S(3, -1));
+    tu_model_output(m, "y", 1);
     oq_error err = {0};
     int conv = -1;
     ck_assert_msg(oq_upgrade_opset(m, 13, &conv, &err) == OQ_OK, "%s", err.msg);
     ck_assert_int_eq(conv, 1);
-    Onnx__GraphProto *g = graph_of(m);
-    assert_i64_init(g, g->node[0]->input[1], I64S(3, -1));
+    Onnx__GraphProto *g = tu_model_graph(m);
+    assert_i64_init(g, g->node[0]->input[1], TU_I64S(3, -1));
     oq_tensor *x = input_f(2, (int64_t[]){2, 3}, 0.0f), *y[MAX_OUT];
     oq_plan *p = plan(m);
     int n = run(p, (const oq_tensor *const *)&x, 1, y);
@@ -1086,15 +1007,15 @@ START_TEST(reshape_scatter_structure) {
     oq_tensor_free(x);
     oq_model_free(m);
 
-    m = mk(9);
-    in_f(m, "x", 2, (int64_t[]){2, 3});
-    oq_edit_add_graph_input(m, graph_of(m), "i", OQ_DTYPE_INT64, 2, (int64_t[]){1, 3}, &err);
-    a_int(m, node(m, "Scatter", "sc", LIST("x", "i", "x"), LIST("y")), "axis", 1);
-    out_t(m, "y", 1);
+    m = tu_model_new(9);
+    tu_model_input_f(m, "x", 2, (int64_t[]){2, 3});
+    oq_edit_add_graph_input(m, tu_model_graph(m), "i", OQ_DTYPE_INT64, 2, (int64_t[]){1, 3}, &err);
+    tu_model_attr_int(m, tu_model_node(m, "Scatter", "sc", TU_LIST("x", "i", "x"), TU_LIST("y")), "axis", 1);
+    tu_model_output(m, "y", 1);
     ck_assert_msg(oq_upgrade_opset(m, 13, &conv, &err) == OQ_OK, "%s", err.msg);
     ck_assert_int_eq(conv, 1);
-    ck_assert_str_eq(graph_of(m)->node[0]->op_type, "ScatterElements");
-    ck_assert_int_eq(attr_i(graph_of(m)->node[0], "axis"), 1);
+    ck_assert_str_eq(tu_model_graph(m)->node[0]->op_type, "ScatterElements");
+    ck_assert_int_eq(attr_i(tu_model_graph(m)->node[0], "axis"), 1);
     oq_model_free(m);
 }
 END_TEST
@@ -1102,15 +1023,15 @@ END_TEST
 /* Opset-6 broadcasting: axis aligning B with A's trailing dims is numpy
  * broadcasting; any other axis is refused, naming the node. */
 START_TEST(broadcast6) {
-    oq_model *m = mk(6);
-    Onnx__GraphProto *g = graph_of(m);
-    in_f(m, "a", 3, (int64_t[]){2, 3, 4});
-    in_f(m, "b", 1, (int64_t[]){4});
-    Onnx__NodeProto *n = node(m, "Add", "add_ok", LIST("a", "b"), LIST("y"));
-    a_int(m, n, "broadcast", 1);
-    a_int(m, n, "axis", 2);
-    a_int(m, node(m, "Mul", "mul_ok", LIST("y", "b"), LIST("z")), "broadcast", 1);
-    out_t(m, "z", 1);
+    oq_model *m = tu_model_new(6);
+    Onnx__GraphProto *g = tu_model_graph(m);
+    tu_model_input_f(m, "a", 3, (int64_t[]){2, 3, 4});
+    tu_model_input_f(m, "b", 1, (int64_t[]){4});
+    Onnx__NodeProto *n = tu_model_node(m, "Add", "add_ok", TU_LIST("a", "b"), TU_LIST("y"));
+    tu_model_attr_int(m, n, "broadcast", 1);
+    tu_model_attr_int(m, n, "axis", 2);
+    tu_model_attr_int(m, tu_model_node(m, "Mul", "mul_ok", TU_LIST("y", "b"), TU_LIST("z")), "broadcast", 1);
+    tu_model_output(m, "z", 1);
     oq_tensor *a = input_f(3, (int64_t[]){2, 3, 4}, 0.0f), *b = input_f(1, (int64_t[]){4}, 1.0f);
     oq_tensor *ins[2] = {a, b};
     upgrade_and_compare(m, ins, 2, 2, 0);
@@ -1118,18 +1039,18 @@ START_TEST(broadcast6) {
     ck_assert_uint_eq(g->node[1]->n_attribute, 0);
     oq_model_free(m);
 
-    m = mk(6);
-    in_f(m, "a", 3, (int64_t[]){2, 3, 4});
-    in_f(m, "c", 1, (int64_t[]){3});
-    n = node(m, "Sub", "sub_axis1", LIST("a", "c"), LIST("y"));
-    a_int(m, n, "broadcast", 1);
-    a_int(m, n, "axis", 1);
-    out_t(m, "y", 1);
+    m = tu_model_new(6);
+    tu_model_input_f(m, "a", 3, (int64_t[]){2, 3, 4});
+    tu_model_input_f(m, "c", 1, (int64_t[]){3});
+    n = tu_model_node(m, "Sub", "sub_axis1", TU_LIST("a", "c"), TU_LIST("y"));
+    tu_model_attr_int(m, n, "broadcast", 1);
+    tu_model_attr_int(m, n, "axis", 1);
+    tu_model_output(m, "y", 1);
     oq_error err = {0};
     oq_status st = oq_upgrade_opset(m, 13, NULL, &err);
     expect_error(st, &err, OQ_EUNSUPPORTED, "'sub_axis1' (Sub)", "broadcast=1 with axis=1");
     ck_assert_int_eq(opset_of(m), 6);
-    ck_assert(has_attr(graph_of(m)->node[0], "broadcast")); /* left as it was */
+    ck_assert(has_attr(tu_model_graph(m)->node[0], "broadcast")); /* left as it was */
     oq_tensor_free(a);
     oq_tensor_free(b);
     oq_model_free(m);
@@ -1138,24 +1059,26 @@ END_TEST
 
 /* Converters reach into subgraphs: the opset import covers them too. */
 START_TEST(subgraph_converted) {
-    oq_model *m = mk(11);
+    oq_model *m = tu_model_new(11);
     oq_error err = {0};
-    in_f(m, "x", 1, (int64_t[]){3});
-    oq_edit_add_graph_input(m, graph_of(m), "cond", OQ_DTYPE_BOOL, 0, NULL, &err);
-    Onnx__NodeProto *iff = node(m, "If", "if", LIST("cond"), LIST("y"));
-    out_t(m, "y", 1);
+    tu_model_input_f(m, "x", 1, (int64_t[]){3});
+    oq_edit_add_graph_input(m, tu_model_graph(m), "cond", OQ_DTYPE_BOOL, 0, NULL, &err);
+    Onnx__NodeProto *iff = tu_model_node(m, "If", "if", TU_LIST("cond"), TU_LIST("y"));
+    tu_model_output(m, "y", 1);
     Onnx__GraphProto *tb, *eb;
     ck_assert(oq_edit_graph_new(m, "then", &tb, &err) == OQ_OK);
     ck_assert(oq_edit_graph_new(m, "else", &eb, &err) == OQ_OK);
-    a_ints(m, node_in(m, tb, "Unsqueeze", "un_t", LIST("x"), LIST("t")), "axes", I64S(0));
+    tu_model_attr_ints(m, tu_model_node_in(m, tb, "Unsqueeze", "un_t", TU_LIST("x"), TU_LIST("t")),
+                       "axes", TU_I64S(0));
     ck_assert(oq_edit_add_graph_output(m, tb, "t", 1, -1, NULL, &err) == OQ_OK);
-    a_ints(m, node_in(m, eb, "Unsqueeze", "un_e", LIST("x"), LIST("e0")), "axes", I64S(1));
-    node_in(m, eb, "Transpose", "tr_e", LIST("e0"), LIST("e"));
+    tu_model_attr_ints(m, tu_model_node_in(m, eb, "Unsqueeze", "un_e", TU_LIST("x"), TU_LIST("e0")),
+                       "axes", TU_I64S(1));
+    tu_model_node_in(m, eb, "Transpose", "tr_e", TU_LIST("e0"), TU_LIST("e"));
     ck_assert(oq_edit_add_graph_output(m, eb, "e", 1, -1, NULL, &err) == OQ_OK);
     ck_assert(oq_edit_set_attr_graph_new(m, iff, "then_branch", tb, &err) == OQ_OK);
     ck_assert(oq_edit_set_attr_graph_new(m, iff, "else_branch", eb, &err) == OQ_OK);
 
-    oq_tensor *x = input_f(1, (int64_t[]){3}, 0.0f), *c = tensor(OQ_DTYPE_BOOL, 0, NULL);
+    oq_tensor *x = input_f(1, (int64_t[]){3}, 0.0f), *c = tu_tensor_new(OQ_DTYPE_BOOL, 0, NULL);
     oq_tensor *ins[2] = {x, c}, *before[2][MAX_OUT], *after[2][MAX_OUT];
     oq_plan *p = plan(m);
     for (int k = 0; k < 2; k++) {
@@ -1190,10 +1113,10 @@ END_TEST
 START_TEST(unknown_conversions_refused) {
     oq_error err = {0};
     /* Tile-1 (tiles + axis inputs) changed meaning in opset 6. */
-    oq_model *m = mk(5);
-    in_f(m, "x", 1, (int64_t[]){3});
-    node(m, "Tile", "tile1", LIST("x", "x", "x"), LIST("y"));
-    out_t(m, "y", 1);
+    oq_model *m = tu_model_new(5);
+    tu_model_input_f(m, "x", 1, (int64_t[]){3});
+    tu_model_node(m, "Tile", "tile1", TU_LIST("x", "x", "x"), TU_LIST("y"));
+    tu_model_output(m, "y", 1);
     oq_status st = oq_upgrade_opset(m, 13, NULL, &err);
     expect_error(st, &err, OQ_EUNSUPPORTED, "'tile1' (Tile)", "changed meaning in opset 6");
     ck_assert_int_eq(opset_of(m), 5);
@@ -1201,10 +1124,10 @@ START_TEST(unknown_conversions_refused) {
 
     /* An experimental op of old opsets, unknown to the table. */
     memset(&err, 0, sizeof err);
-    m = mk(7);
-    in_f(m, "x", 4, (int64_t[]){1, 3, 2, 2});
-    node(m, "ImageScaler", "scaler", LIST("x"), LIST("y"));
-    out_t(m, "y", 1);
+    m = tu_model_new(7);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 3, 2, 2});
+    tu_model_node(m, "ImageScaler", "scaler", TU_LIST("x"), TU_LIST("y"));
+    tu_model_output(m, "y", 1);
     st = oq_upgrade_opset(m, 13, NULL, &err);
     expect_error(st, &err, OQ_EUNSUPPORTED, "'scaler' (ImageScaler)", "does not know");
     oq_prepare_result r;
@@ -1216,23 +1139,24 @@ START_TEST(unknown_conversions_refused) {
 
     /* An op newer than the model's opset. */
     memset(&err, 0, sizeof err);
-    m = mk(9);
-    in_f(m, "x", 1, (int64_t[]){3});
-    node(m, "ThresholdedRelu", "tr", LIST("x"), LIST("y"));
-    out_t(m, "y", 1);
+    m = tu_model_new(9);
+    tu_model_input_f(m, "x", 1, (int64_t[]){3});
+    tu_model_node(m, "ThresholdedRelu", "tr", TU_LIST("x"), TU_LIST("y"));
+    tu_model_output(m, "y", 1);
     st = oq_upgrade_opset(m, 13, NULL, &err);
     expect_error(st, &err, OQ_EUNSUPPORTED, "'tr' (ThresholdedRelu)", "first appears in opset 10");
     oq_model_free(m);
 
     /* BatchNormalization spatial=0 has no later form. */
     memset(&err, 0, sizeof err);
-    m = mk(8);
-    Onnx__GraphProto *g = graph_of(m);
-    in_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
-    init_f(m, g, "s", 3, (int64_t[]){2, 2, 2}, (const float[]){1, 1, 1, 1, 1, 1, 1, 1});
-    a_int(m, node(m, "BatchNormalization", "bn0", LIST("x", "s", "s", "s", "s"), LIST("y")),
-          "spatial", 0);
-    out_t(m, "y", 1);
+    m = tu_model_new(8);
+    Onnx__GraphProto *g = tu_model_graph(m);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 2, 2, 2});
+    tu_model_init_f(m, g, "s", 3, (int64_t[]){2, 2, 2}, (const float[]){1, 1, 1, 1, 1, 1, 1, 1});
+    Onnx__NodeProto *bn0 =
+        tu_model_node(m, "BatchNormalization", "bn0", TU_LIST("x", "s", "s", "s", "s"), TU_LIST("y"));
+    tu_model_attr_int(m, bn0, "spatial", 0);
+    tu_model_output(m, "y", 1);
     st = oq_upgrade_opset(m, 13, NULL, &err);
     expect_error(st, &err, OQ_EUNSUPPORTED, "'bn0' (BatchNormalization)", "spatial=0");
     oq_model_free(m);
@@ -1241,19 +1165,19 @@ START_TEST(unknown_conversions_refused) {
     memset(&err, 0, sizeof err);
     ck_assert(oq_model_new(&m, &err) == OQ_OK);
     ck_assert(oq_edit_set_opset(m, "com.microsoft", 1, &err) == OQ_OK);
-    in_f(m, "x", 1, (int64_t[]){3});
-    node(m, "Relu", "relu0", LIST("x"), LIST("y"));
-    out_t(m, "y", 1);
+    tu_model_input_f(m, "x", 1, (int64_t[]){3});
+    tu_model_node(m, "Relu", "relu0", TU_LIST("x"), TU_LIST("y"));
+    tu_model_output(m, "y", 1);
     st = oq_upgrade_opset(m, 13, NULL, &err);
     expect_error(st, &err, OQ_EMODEL, "'relu0' (Relu)", "does not import");
     oq_model_free(m);
 
     /* Targets beyond the table; lower targets leave the model alone. */
     memset(&err, 0, sizeof err);
-    m = mk(9);
-    in_f(m, "x", 1, (int64_t[]){3});
-    node(m, "Relu", "relu", LIST("x"), LIST("y"));
-    out_t(m, "y", 1);
+    m = tu_model_new(9);
+    tu_model_input_f(m, "x", 1, (int64_t[]){3});
+    tu_model_node(m, "Relu", "relu", TU_LIST("x"), TU_LIST("y"));
+    tu_model_output(m, "y", 1);
     st = oq_upgrade_opset(m, 21, NULL, &err);
     expect_error(st, &err, OQ_EUNSUPPORTED, "up to 17", NULL);
     int conv = -1;

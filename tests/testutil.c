@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "edit.h"
 #include "tensorfile.h"
 
 const char *tu_shared_dir(void) {
@@ -92,12 +93,16 @@ static oq_tensor *load_npy(const char *rel) {
     return t;
 }
 
-static oq_tensor *new_f32(int rank, const int64_t *dims) {
+oq_tensor *tu_tensor_new(oq_dtype dt, int rank, const int64_t *dims) {
     oq_tensor *t = NULL;
     oq_error err = {0};
-    if (oq_tensor_new(OQ_DTYPE_FLOAT, rank, dims, 0, &t, &err) != OQ_OK)
+    if (oq_tensor_new(dt, rank, dims, 0, &t, &err) != OQ_OK)
         ck_abort_msg("%s", err.msg);
     return t;
+}
+
+static oq_tensor *new_f32(int rank, const int64_t *dims) {
+    return tu_tensor_new(OQ_DTYPE_FLOAT, rank, dims);
 }
 
 void tu_eval_set(const tu_model_info *mi, oq_tensor **x, oq_tensor **labels, oq_tensor **ref) {
@@ -197,4 +202,86 @@ int tu_sanitized(void) {
 #else
     return 0;
 #endif
+}
+
+/* ---- small models built in memory ---------------------------------------- */
+
+/* The IR version of the ONNX release that introduced the opset. */
+static int64_t ir_for(int opset) {
+    return opset <= 8 ? 3 : opset <= 11 ? opset - 5 : 7;
+}
+
+oq_model *tu_model_new(int opset) {
+    oq_error err = {0};
+    oq_model *m = NULL;
+    ck_assert_msg(oq_model_new(&m, &err) == OQ_OK, "%s", err.msg);
+    ck_assert_msg(oq_edit_set_opset(m, "", opset, &err) == OQ_OK, "%s", err.msg);
+    oq_model_proto(m)->ir_version = ir_for(opset);
+    return m;
+}
+
+Onnx__GraphProto *tu_model_graph(oq_model *m) {
+    return oq_model_proto(m)->graph;
+}
+
+void tu_model_input_f(oq_model *m, const char *name, int rank, const int64_t *dims) {
+    oq_error err = {0};
+    ck_assert_msg(oq_edit_add_graph_input(m, tu_model_graph(m), name, OQ_DTYPE_FLOAT, rank, dims, &err) == OQ_OK,
+                  "input %s: %s", name, err.msg);
+}
+
+void tu_model_output(oq_model *m, const char *name, int elem) {
+    oq_error err = {0};
+    ck_assert_msg(oq_edit_add_graph_output(m, tu_model_graph(m), name, elem, -1, NULL, &err) == OQ_OK,
+                  "output %s: %s", name, err.msg);
+}
+
+Onnx__NodeProto *tu_model_node_in(oq_model *m, Onnx__GraphProto *g, const char *op, const char *name,
+                                  const char *const *in, size_t nin, const char *const *out, size_t nout) {
+    oq_error err = {0};
+    Onnx__NodeProto *n = NULL;
+    ck_assert_msg(oq_edit_insert_node(m, g, OQ_EDIT_APPEND, op, NULL, name, in, nin, out, nout, &n, &err) ==
+                      OQ_OK,
+                  "node %s: %s", name, err.msg);
+    return n;
+}
+
+Onnx__NodeProto *tu_model_node(oq_model *m, const char *op, const char *name, const char *const *in,
+                               size_t nin, const char *const *out, size_t nout) {
+    return tu_model_node_in(m, tu_model_graph(m), op, name, in, nin, out, nout);
+}
+
+void tu_model_attr_int(oq_model *m, Onnx__NodeProto *n, const char *k, int64_t v) {
+    oq_error err = {0};
+    ck_assert_msg(oq_edit_set_attr_int(m, n, k, v, &err) == OQ_OK, "%s", err.msg);
+}
+
+void tu_model_attr_ints(oq_model *m, Onnx__NodeProto *n, const char *k, const int64_t *v, size_t c) {
+    oq_error err = {0};
+    ck_assert_msg(oq_edit_set_attr_ints(m, n, k, v, c, &err) == OQ_OK, "%s", err.msg);
+}
+
+void tu_model_attr_float(oq_model *m, Onnx__NodeProto *n, const char *k, float v) {
+    oq_error err = {0};
+    ck_assert_msg(oq_edit_set_attr_float(m, n, k, v, &err) == OQ_OK, "%s", err.msg);
+}
+
+void tu_model_attr_floats(oq_model *m, Onnx__NodeProto *n, const char *k, const float *v, size_t c) {
+    oq_error err = {0};
+    ck_assert_msg(oq_edit_set_attr_floats(m, n, k, v, c, &err) == OQ_OK, "%s", err.msg);
+}
+
+void tu_model_attr_str(oq_model *m, Onnx__NodeProto *n, const char *k, const char *v) {
+    oq_error err = {0};
+    ck_assert_msg(oq_edit_set_attr_string(m, n, k, v, &err) == OQ_OK, "%s", err.msg);
+}
+
+void tu_model_init_f(oq_model *m, Onnx__GraphProto *g, const char *name, int rank, const int64_t *dims,
+                     const float *v) {
+    oq_error err = {0};
+    oq_tensor *t = tu_tensor_new(OQ_DTYPE_FLOAT, rank, dims);
+    if (t->nbytes)
+        memcpy(t->data, v, t->nbytes);
+    ck_assert_msg(oq_edit_add_initializer(m, g, name, t, &err) == OQ_OK, "initializer %s: %s", name, err.msg);
+    oq_tensor_free(t);
 }
