@@ -700,7 +700,8 @@ static void release_slot(oq_plan *p, slot *s) {
 
 static oq_status run_if(oq_plan *p, step *s, oq_error *err);
 
-static oq_status step_exec(oq_plan *p, step *s, oq_error *err) {
+/* Points s->in_ptrs at the step's input tensors (NULL for omitted ones). */
+static oq_status step_inputs(oq_plan *p, step *s, oq_error *err) {
     for (int i = 0; i < s->ctx.n_inputs; i++) {
         s->in_ptrs[i] = NULL;
         if (s->in[i] < 0)
@@ -709,6 +710,13 @@ static oq_status step_exec(oq_plan *p, step *s, oq_error *err) {
         if (!s->in_ptrs[i])
             return oq_err(err, OQ_EINTERNAL, "%s: input %d has no value", s->label, i);
     }
+    return OQ_OK;
+}
+
+static oq_status step_exec(oq_plan *p, step *s, oq_error *err) {
+    oq_status in_st = step_inputs(p, s, err);
+    if (in_st != OQ_OK)
+        return in_st;
     if (!s->op)
         return run_if(p, s, err);
     for (int o = 0; o < s->ctx.n_outputs; o++)
@@ -798,14 +806,12 @@ static oq_status observe(oq_plan *p, oq_observer_fn obs, void *obs_ctx, int v, o
  * value the last absorbed node would have produced. */
 static oq_status run_fused(oq_plan *p, step *s, oq_observer_fn obs, void *obs_ctx, oq_error *err) {
     s->fused_now = false;
-    for (int i = 0; i < s->ctx.n_inputs; i++) {
-        s->in_ptrs[i] = s->in[i] >= 0 ? value_tensor(p, s->in[i]) : NULL;
-        if (s->in[i] >= 0 && !s->in_ptrs[i])
-            return oq_err(err, OQ_EINTERNAL, "%s: input %d has no value", s->label, i);
-    }
+    oq_status st = step_inputs(p, s, err);
+    if (st != OQ_OK)
+        return st;
     oq_tensor *t = &s->outs[0];
     memset(t, 0, sizeof *t);
-    oq_status st = s->op->infer(&s->ctx, s->in_ptrs, s->outs, err);
+    st = s->op->infer(&s->ctx, s->in_ptrs, s->outs, err);
     if (st != OQ_OK) {
         if (!strstr(err->msg, s->label))
             oq_err_prefix(err, "%s: ", s->label);

@@ -17,65 +17,6 @@
 #define POST_HOT
 #endif
 
-/* Comparisons rather than fminf/fmaxf, as the element-wise kernels: NaN
- * passes through. */
-static inline float clamp01(float v) {
-    v = v < 0.0f ? 0.0f : v;
-    return v > 1.0f ? 1.0f : v;
-}
-
-static inline __attribute__((always_inline)) void post_step(const oq_post_step *st, float *restrict v,
-                                                            const float *restrict res,
-                                                            const float *restrict x, size_t m) {
-    const float a = st->a, b = st->b;
-    switch (st->kind) {
-    case OQ_POST_MAX_C:
-        for (size_t i = 0; i < m; i++)
-            v[i] = v[i] < a ? a : v[i];
-        break;
-    case OQ_POST_MIN_C:
-        for (size_t i = 0; i < m; i++)
-            v[i] = v[i] > a ? a : v[i];
-        break;
-    case OQ_POST_ADD_C:
-        for (size_t i = 0; i < m; i++)
-            v[i] = v[i] + a;
-        break;
-    case OQ_POST_SUB_C:
-        for (size_t i = 0; i < m; i++)
-            v[i] = v[i] - a;
-        break;
-    case OQ_POST_MUL_C:
-        for (size_t i = 0; i < m; i++)
-            v[i] = v[i] * a;
-        break;
-    case OQ_POST_DIV_C:
-        for (size_t i = 0; i < m; i++)
-            v[i] = v[i] / a;
-        break;
-    case OQ_POST_LEAKY:
-        for (size_t i = 0; i < m; i++)
-            v[i] = v[i] < 0.0f ? a * v[i] : v[i];
-        break;
-    case OQ_POST_HARDSIGMOID:
-        for (size_t i = 0; i < m; i++)
-            v[i] = clamp01(a * v[i] + b);
-        break;
-    case OQ_POST_HARDSWISH:
-        for (size_t i = 0; i < m; i++)
-            v[i] = v[i] * clamp01(a * v[i] + b);
-        break;
-    case OQ_POST_ADD_RES:
-        for (size_t i = 0; i < m; i++)
-            v[i] = v[i] + res[i];
-        break;
-    case OQ_POST_MUL_X:
-        for (size_t i = 0; i < m; i++)
-            v[i] = v[i] * x[i];
-        break;
-    }
-}
-
 /* Whole blocks of 32 values ride in two vector registers through every
  * step (GCC vector extensions: AVX-512 in the v4 clone, pairs of AVX2 or
  * SSE registers in the others): one load and one store per value, however
@@ -123,27 +64,34 @@ static inline __attribute__((always_inline)) post_v vstep(const oq_post_step *st
     return v;
 }
 
-/* n values in place: blocks of 32 in registers, the tail by the loops. */
+/* 32 values in place (res: theirs, or NULL). */
+static inline __attribute__((always_inline)) void post_block(const oq_post *p, float *restrict v,
+                                                             const float *restrict res) {
+    post_v v0 = vload(v), v1 = vload(v + POST_VLEN), x0 = v0, x1 = v1;
+    for (int s = 0; s < p->n; s++) {
+        v0 = vstep(&p->steps[s], v0, x0, res);
+        v1 = vstep(&p->steps[s], v1, x1, res ? res + POST_VLEN : NULL);
+    }
+    memcpy(v, &v0, sizeof v0);
+    memcpy(v + POST_VLEN, &v1, sizeof v1);
+}
+
+/* n values in place: whole blocks of 32, then the tail through a padded
+ * copy, so every value takes the same code. */
 static inline __attribute__((always_inline)) void post_run(const oq_post *p, float *restrict v,
                                                            const float *restrict res, size_t n) {
     size_t i = 0;
-    for (; i + 2 * POST_VLEN <= n; i += 2 * POST_VLEN) {
-        post_v v0 = vload(v + i), v1 = vload(v + i + POST_VLEN), x0 = v0, x1 = v1;
-        for (int s = 0; s < p->n; s++) {
-            v0 = vstep(&p->steps[s], v0, x0, res ? res + i : NULL);
-            v1 = vstep(&p->steps[s], v1, x1, res ? res + i + POST_VLEN : NULL);
-        }
-        memcpy(v + i, &v0, sizeof v0);
-        memcpy(v + i + POST_VLEN, &v1, sizeof v1);
-    }
+    for (; i + 2 * POST_VLEN <= n; i += 2 * POST_VLEN)
+        post_block(p, v + i, res ? res + i : NULL);
     if (i == n)
         return;
-    float xs[2 * POST_VLEN];
+    float tv[2 * POST_VLEN] = {0}, tr[2 * POST_VLEN] = {0};
     size_t m = n - i;
-    for (size_t k = 0; k < m; k++)
-        xs[k] = v[i + k];
-    for (int s = 0; s < p->n; s++)
-        post_step(&p->steps[s], v + i, res ? res + i : NULL, xs, m);
+    memcpy(tv, v + i, m * sizeof *tv);
+    if (res)
+        memcpy(tr, res + i, m * sizeof *tr);
+    post_block(p, tv, res ? tr : NULL);
+    memcpy(v + i, tv, m * sizeof *tv);
 }
 
 POST_HOT void oq_post_apply(const oq_post *p, float *dst, const float *src, const float *res, size_t n) {
