@@ -643,16 +643,24 @@ static void check_conv_relu(const oq_plan *p, oq_model *m) {
     expect_into(p, m, "conv", NULL);
 }
 
-START_TEST(conv_relu) {
-    oq_model *m = tu_model_new(13);
-    tu_model_input_f(m, "x", 4, (int64_t[]){1, 3, 10, 12});
+/* x [1, 3, h, w] -> 3x3 Conv "conv" (8 outputs) -> unary `op` named `name`
+ * -> y, run fused and unfused on inputs of the given scale. */
+static void run_conv_unary(int opset, const char *op, const char *name, int64_t h, int64_t w, float scale,
+                           const run_cfg *cfgs, size_t n_cfgs, plan_check_fn check,
+                           const char *what) {
+    oq_model *m = tu_model_new(opset);
+    tu_model_input_f(m, "x", 4, (int64_t[]){1, 3, h, w});
     conv2d(m, "conv", "x", "c", 8, 3, 3, 1);
-    tu_model_node(m, "Relu", "relu", TU_LIST("c"), TU_LIST("y"));
+    tu_model_node(m, op, name, TU_LIST("c"), TU_LIST("y"));
     tu_model_output(m, "y", OQ_DTYPE_FLOAT);
-    oq_tensor *x = random_f(4, (int64_t[]){1, 3, 10, 12}, 1.0f);
-    run_model(m, &x, 1, cfgs_all, 4, check_conv_relu, "conv -> relu");
+    oq_tensor *x = random_f(4, (int64_t[]){1, 3, h, w}, scale);
+    run_model(m, &x, 1, cfgs, n_cfgs, check, what);
     oq_tensor_free(x);
     oq_model_free(m);
+}
+
+START_TEST(conv_relu) {
+    run_conv_unary(13, "Relu", "relu", 10, 12, 1.0f, cfgs_all, 4, check_conv_relu, "conv -> relu");
 }
 END_TEST
 
@@ -729,15 +737,7 @@ START_TEST(hardswish_chain) {
         oq_model_free(m);
     }
 
-    oq_model *m = tu_model_new(14);
-    tu_model_input_f(m, "x", 4, (int64_t[]){1, 3, 11, 13});
-    conv2d(m, "conv", "x", "c", 8, 3, 3, 1);
-    tu_model_node(m, "HardSwish", "hswish", TU_LIST("c"), TU_LIST("y"));
-    tu_model_output(m, "y", OQ_DTYPE_FLOAT);
-    oq_tensor *x = random_f(4, (int64_t[]){1, 3, 11, 13}, 3.0f);
-    run_model(m, &x, 1, cfgs_threads, 2, check_hswish14, "HardSwish-14");
-    oq_tensor_free(x);
-    oq_model_free(m);
+    run_conv_unary(14, "HardSwish", "hswish", 11, 13, 3.0f, cfgs_threads, 2, check_hswish14, "HardSwish-14");
 }
 END_TEST
 
